@@ -1,0 +1,223 @@
+"""The ``modelyard`` command line.
+
+Every subcommand's ``--help`` explains it with an example. Errors that modelyard diagnoses print as
+``error: ...`` lines and exit 1; usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from pipeline import __version__
+from pipeline.build import BuiltImage, build_and_publish, source_date_epoch
+from pipeline.errors import InvalidNameError, ModelsFileError, ModelyardError
+from pipeline.format import FORMAT_DESCRIPTION
+from pipeline.image import DEFAULT_PLATFORMS, ImageMetadata, Platform
+from pipeline.modelsfile import load_models
+from pipeline.names import repository_name
+from pipeline.oci_layout import export_oci_layout
+from pipeline.source import files_from_dir
+from pipeline.store import DEFAULT_STORE, open_store
+
+DEFAULT_MODELS_FILE = "models/models.yaml"
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def byte_progress(description: str, total: int) -> Progress:
+    """A progress bar over bytes, with rate and time left, on stderr."""
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+    progress.add_task(description, total=total)
+    return progress
+
+
+def megabytes_per_second(size: int, seconds: float) -> str:
+    return f"{size / max(seconds, 1e-9) / 1e6:.0f} MB/s"
+
+
+def print_built(built: BuiltImage) -> None:
+    rows = {
+        "image": f"{built.name}:{', '.join(built.tags)}",
+        "files": f"{len(built.layer.files)} ({built.content_bytes:,} bytes)",
+        "layer": f"{built.layer.digest} ({built.layer.size:,} bytes)",
+        "index": built.index.digest,
+        "toc": built.layer.toc_digest,
+        "diff id": built.layer.diff_id,
+        "time": f"{built.seconds:.1f} s, {megabytes_per_second(built.content_bytes, built.seconds)}",
+    }
+    for key, value in rows.items():
+        out.print(f"{key:<8} {value}")
+
+
+# subcommands
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    models = load_models(args.file)
+    out.print(f"{args.file}: {len(models)} models, valid")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    if args.from_dir is None:
+        raise ModelyardError("building from models.yaml arrives with the Hugging Face source; use --from-dir DIR")
+    if args.name is None:
+        raise ModelyardError("--from-dir needs --name org/model (the repository name in the store)")
+    store = open_store(args.store)
+    name = repository_name(args.name)
+    files = files_from_dir(args.from_dir)
+    total = sum(f.size for f in files)
+    metadata = ImageMetadata(
+        title=args.name, source=args.source or "", revision=args.revision or "", created=source_date_epoch()
+    )
+    err.print(f"building {name} from {args.from_dir}: {len(files)} files, {total:,} bytes, {FORMAT_DESCRIPTION}")
+    with byte_progress(f"build {name}", total) as progress:
+        task = progress.task_ids[0]
+        built = build_and_publish(
+            store,
+            files,
+            name=name,
+            tags=args.tag or ["latest"],
+            metadata=metadata,
+            platforms=args.platform or DEFAULT_PLATFORMS,
+            threads=args.threads,
+            on_progress=lambda n: progress.advance(task, n),
+        )
+    print_built(built)
+    out.print(f"stored in {store.backend.url()}")
+    return 0
+
+
+def cmd_export_oci_layout(args: argparse.Namespace) -> int:
+    store = open_store(args.store)
+    name, _, tag = args.image.partition(":")
+    tag = tag or "latest"
+    started = time.monotonic()
+    root = export_oci_layout(store, repository_name(name), tag, Path(args.directory))
+    out.print(f"exported {name}:{tag} ({root.digest}) to {args.directory} in {time.monotonic() - started:.1f} s")
+    out.print(f"try: skopeo inspect oci:{args.directory}:{tag}")
+    return 0
+
+
+# parser
+
+
+def parser() -> argparse.ArgumentParser:
+    formatter = argparse.RawDescriptionHelpFormatter
+    root = argparse.ArgumentParser(
+        prog="modelyard",
+        formatter_class=formatter,
+        description="Turn pinned Hugging Face models into reproducible, lazily-pullable OCI images.",
+        epilog="Start with: modelyard build --from-dir ./my-model --name my-org/my-model\n"
+        "Each subcommand has its own --help.",
+    )
+    root.add_argument("--version", action="version", version=f"modelyard {__version__}, format {FORMAT_DESCRIPTION}")
+    commands = root.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    validate = commands.add_parser(
+        "validate",
+        help="check a models.yaml file",
+        formatter_class=formatter,
+        description="Check models.yaml and report every problem with file:line and field.\n"
+        "Exit status 0 only when the file is valid.",
+        epilog=f"Example: modelyard validate {DEFAULT_MODELS_FILE}",
+    )
+    validate.add_argument("file", nargs="?", default=DEFAULT_MODELS_FILE, help=f"default: {DEFAULT_MODELS_FILE}")
+    validate.set_defaults(run=cmd_validate)
+
+    build = commands.add_parser(
+        "build",
+        help="build images into the store",
+        formatter_class=formatter,
+        description="Build a reproducible single-layer eStargz image and publish it to the store:\n"
+        "the layer streams into the store, then configs, manifests and the index, then the tags.",
+        epilog="Example:\n"
+        "  modelyard build --from-dir ./all-MiniLM-L6-v2 --name sentence-transformers/all-MiniLM-L6-v2\n\n"
+        "Environment: SOURCE_DATE_EPOCH sets every timestamp (default 0, the Unix epoch).",
+    )
+    build.add_argument("--from-dir", metavar="DIR", help="build from a local directory of model files")
+    build.add_argument("--name", help="repository name, e.g. org/model (lower-cased)")
+    build.add_argument("--tag", action="append", help="tag to publish (repeatable; default: latest)")
+    build.add_argument("--revision", help="source revision recorded in the image annotations")
+    build.add_argument("--source", metavar="URL", help="source URL recorded in the image annotations")
+    _add_common_build_options(build)
+    build.set_defaults(run=cmd_build)
+
+    export = commands.add_parser(
+        "export-oci-layout",
+        help="copy an image from the store to an OCI layout directory",
+        formatter_class=formatter,
+        description="Write an OCI image layout directory holding NAME[:TAG] and every blob it references,\n"
+        "readable by skopeo, oras, crane and podman without a registry.",
+        epilog="Example:\n  modelyard export-oci-layout my-org/my-model:latest ./oci\n"
+        "  skopeo copy --all oci:./oci:latest dir:./copy",
+    )
+    export.add_argument("image", metavar="NAME[:TAG]")
+    export.add_argument("directory", metavar="DIR")
+    export.add_argument("--store", default=DEFAULT_STORE, help=f"store location (default: ./{DEFAULT_STORE})")
+    export.set_defaults(run=cmd_export_oci_layout)
+    return root
+
+
+def _platform(text: str) -> Platform:
+    try:
+        return Platform.parse(text)
+    except InvalidNameError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def _add_common_build_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--store", default=DEFAULT_STORE, help=f"store: a directory or s3://bucket/prefix (default: ./{DEFAULT_STORE})"
+    )
+    command.add_argument(
+        "--platform",
+        action="append",
+        type=_platform,
+        help="os/arch to list in the image index (repeatable; default: linux/amd64 and linux/arm64)",
+    )
+    command.add_argument("--threads", type=int, help="compression threads (default: CPU count; output is identical)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except ModelsFileError as error:
+        for problem in error.problems:
+            err.print(f"error: {problem}", markup=False)
+        err.print(f"{len(error.problems)} problem(s) found", markup=False)
+        return 1
+    except ModelyardError as error:
+        err.print(f"error: {error}", markup=False)
+        return 1
+    except KeyboardInterrupt:
+        err.print("interrupted; nothing half-published remains (run again to continue)")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

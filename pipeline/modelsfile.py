@@ -1,0 +1,216 @@
+"""``models/models.yaml``: the curated list of models, its schema and its validation.
+
+The file is reviewed in pull requests, so validation reports *every* problem at once, each with
+``file:line`` and the field::
+
+    models:
+      - name: sentence-transformers/all-MiniLM-L6-v2   # Hugging Face repo id
+        sha: 8b3219a92973c328a8e22fadcfa821b5dc75636a  # pinned revision: 40 lowercase hex
+        tagAs: latest                                  # optional, default "latest"
+        exclude: ["*.onnx", "openvino/*"]              # optional globs (fnmatch) on repo paths
+        include: []                                    # optional; when given, only matching files
+
+Example::
+
+    models = load_models("models/models.yaml")     # raises ModelsFileError listing every problem
+    for model in models:
+        print(model.repository, model.revision, model.tag)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from pipeline import names
+from pipeline.errors import InvalidNameError, ModelsFileError
+
+DEFAULT_TAG = "latest"
+_ENTRY_KEYS = {"name", "sha", "tagAs", "include", "exclude"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One entry of models.yaml."""
+
+    hf_id: str  # as written, e.g. "sentence-transformers/all-MiniLM-L6-v2"
+    revision: str  # 40-hex commit sha
+    tag: str = DEFAULT_TAG
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    source: str = ""  # "file:line", for messages
+
+    @property
+    def repository(self) -> str:
+        """The OCI repository name: the HF id lower-cased."""
+        return names.repository_name(self.hf_id)
+
+    def wants(self, path: str) -> bool:
+        """Whether a file of the HF repo belongs in the image, by ``include`` then ``exclude``."""
+        if self.include and not any(fnmatch.fnmatchcase(path, p) for p in self.include):
+            return False
+        return not any(fnmatch.fnmatchcase(path, p) for p in self.exclude)
+
+
+def load_models(path: str | Path) -> list[ModelSpec]:
+    """Read and validate a models file; raise :class:`ModelsFileError` with every problem found."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ModelsFileError([f"{path}: cannot read: {err.strerror}"]) from err
+    except UnicodeDecodeError as err:
+        raise ModelsFileError([f"{path}: not UTF-8 text ({err.reason} at byte {err.start})"]) from err
+    return parse_models(text, str(path))
+
+
+def parse_models(text: str, filename: str = "models.yaml") -> list[ModelSpec]:
+    """Validate the text of a models file; ``filename`` only appears in messages."""
+    checker = _Checker(filename)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        line = mark.line + 1 if mark is not None else 1
+        raise ModelsFileError([f"{filename}:{line}: not valid YAML: {err.problem}"]) from err
+    models = checker.document(root)
+    if checker.problems:
+        raise ModelsFileError(sorted(checker.problems, key=_line_number))
+    return models
+
+
+class _Checker:
+    """Walks the YAML node tree (which keeps line numbers) and collects problems."""
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.problems: list[str] = []
+
+    def problem(self, node: yaml.Node | None, field: str, message: str) -> None:
+        line = node.start_mark.line + 1 if node is not None else 1
+        self.problems.append(f"{self.filename}:{line}: {field}: {message}")
+
+    def mapping(self, node: yaml.Node, field: str) -> dict[str, tuple[yaml.Node, yaml.Node]] | None:
+        if not isinstance(node, yaml.MappingNode):
+            self.problem(node, field, f"expected a mapping, got {_kind(node)}")
+            return None
+        result: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode):
+                self.problem(key, field, "keys must be plain strings")
+                continue
+            if key.value in result:
+                self.problem(key, f"{field}.{key.value}", "appears twice")
+            result[key.value] = (key, value)
+        return result
+
+    def document(self, root: yaml.Node | None) -> list[ModelSpec]:
+        if root is None:
+            self.problem(None, "models", "the file is empty; expected a top-level 'models:' list")
+            return []
+        top = self.mapping(root, "(top level)")
+        if top is None:
+            return []
+        for key, (key_node, _) in top.items():
+            if key != "models":
+                self.problem(key_node, key, "unknown top-level key (expected only 'models')")
+        if "models" not in top:
+            self.problem(root, "models", "missing: expected a top-level 'models:' list")
+            return []
+        models_node = top["models"][1]
+        if not isinstance(models_node, yaml.SequenceNode):
+            self.problem(models_node, "models", f"expected a list of entries, got {_kind(models_node)}")
+            return []
+        models = [self.entry(node, f"models[{i}]") for i, node in enumerate(models_node.value)]
+        valid = [m for m in models if m is not None]
+        self.duplicates(valid)
+        return valid
+
+    def entry(self, node: yaml.Node, field: str) -> ModelSpec | None:
+        fields = self.mapping(node, field)
+        if fields is None:
+            return None
+        hf_id = self.string(node, fields, "name", field, required=True)
+        label = f"{field} ({hf_id})" if hf_id else field
+        ok = True
+        for key, (key_node, _) in fields.items():
+            if key not in _ENTRY_KEYS:
+                self.problem(key_node, f"{label}.{key}", f"unknown key (expected {', '.join(sorted(_ENTRY_KEYS))})")
+                ok = False
+        if hf_id is not None:
+            try:
+                names.repository_name(hf_id)
+            except InvalidNameError as err:
+                self.problem(fields["name"][1], f"{label}.name", str(err))
+                ok = False
+        revision = self.string(node, fields, "sha", label, required=True)
+        if revision is not None and not names.REVISION_PATTERN.fullmatch(revision):
+            self.problem(fields["sha"][1], f"{label}.sha", f"expected 40 lowercase hex characters, got {revision!r}")
+            ok = False
+        tag = self.string(node, fields, "tagAs", label, required=False)
+        if tag is not None:
+            if not names.is_tag(tag):
+                self.problem(fields["tagAs"][1], f"{label}.tagAs", f"{tag!r} is not a valid OCI tag")
+                ok = False
+            elif names.REVISION_PATTERN.fullmatch(tag):
+                self.problem(fields["tagAs"][1], f"{label}.tagAs", "a 40-hex tag is reserved for the revision tag")
+                ok = False
+        include = self.globs(fields, "include", label)
+        exclude = self.globs(fields, "exclude", label)
+        if not ok or hf_id is None or revision is None or include is None or exclude is None:
+            return None
+        line = node.start_mark.line + 1
+        return ModelSpec(hf_id, revision, tag or DEFAULT_TAG, include, exclude, f"{self.filename}:{line}")
+
+    def string(
+        self, entry: yaml.Node, fields: dict[str, tuple[yaml.Node, yaml.Node]], key: str, field: str, *, required: bool
+    ) -> str | None:
+        if key not in fields:
+            if required:
+                self.problem(entry, f"{field}.{key}", "missing")
+            return None
+        node = fields[key][1]
+        if not isinstance(node, yaml.ScalarNode) or node.tag != "tag:yaml.org,2002:str":
+            value = node.value if isinstance(node, yaml.ScalarNode) else _kind(node)
+            self.problem(node, f"{field}.{key}", f"expected a string, got {value!r} (quote it)")
+            return None
+        return str(node.value)
+
+    def globs(self, fields: dict[str, tuple[yaml.Node, yaml.Node]], key: str, field: str) -> tuple[str, ...] | None:
+        if key not in fields:
+            return ()
+        node = fields[key][1]
+        if not isinstance(node, yaml.SequenceNode) or not all(
+            isinstance(item, yaml.ScalarNode) and item.value for item in node.value
+        ):
+            self.problem(node, f"{field}.{key}", "expected a list of glob patterns, like ['*.onnx', 'openvino/*']")
+            return None
+        return tuple(str(item.value) for item in node.value)
+
+    def duplicates(self, models: list[ModelSpec]) -> None:
+        seen: dict[tuple[str, str], ModelSpec] = {}
+        for model in models:
+            key = (model.repository, model.tag)
+            if key in seen:
+                self.problems.append(
+                    f"{model.source}: {model.hf_id}: same name and tag ({model.repository}:{model.tag}) "
+                    f"as the entry at {seen[key].source}"
+                )
+            else:
+                seen[key] = model
+
+
+def _kind(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    return f"{node.value!r}"
+
+
+def _line_number(problem: str) -> int:
+    """The line of a "file:line: ..." problem, to report problems in file order."""
+    return int(problem.split(":", 2)[1])

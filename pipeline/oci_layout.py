@@ -1,0 +1,85 @@
+"""Export an image from the store to an OCI image layout directory (``skopeo copy oci:DIR:TAG ...``).
+
+The layout gets every blob the tag reaches (index, manifests, configs, the layer) and an ``index.json``
+entry named by ``org.opencontainers.image.ref.name``. Exporting several tags into the same directory
+adds to it.
+
+Example::
+
+    export_oci_layout(store, "org/model", "latest", Path("out"))
+    # then: skopeo inspect oci:out:latest
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline.digest import HashingWriter, hex_of
+from pipeline.errors import IntegrityError, NotFoundError
+from pipeline.image import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Descriptor, canonical_json
+from pipeline.store import Store
+
+REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
+
+
+def reachable(store: Store, root: Descriptor) -> Iterator[Descriptor]:
+    """Every descriptor reachable from ``root`` (itself included), children after their parent."""
+    yield root
+    if root.media_type not in (MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST):
+        return
+    document = store.read_json_blob(root.digest)
+    children = (
+        document.get("manifests", [])
+        if root.media_type == MEDIA_TYPE_INDEX
+        else [
+            document["config"],
+            *document.get("layers", []),
+        ]
+    )
+    for child in children:
+        yield from reachable(store, Descriptor.from_json(child))
+
+
+def export_oci_layout(store: Store, name: str, tag: str, destination: Path) -> Descriptor:
+    """Copy ``name:tag`` and everything it references into the OCI layout at ``destination``."""
+    root = store.get_tag(name, tag)
+    if root is None:
+        raise NotFoundError(f"{name}:{tag} is not in the store {store.backend.url()}")
+    blobs = destination / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+    seen: set[str] = set()
+    for descriptor in reachable(store, root):
+        if descriptor.digest in seen:
+            continue
+        seen.add(descriptor.digest)
+        target = blobs / hex_of(descriptor.digest)
+        if target.exists() and target.stat().st_size == descriptor.size:
+            continue
+        _copy_blob(store, descriptor, target)
+    (destination / "oci-layout").write_bytes(canonical_json({"imageLayoutVersion": "1.0.0"}))
+    index_path = destination / "index.json"
+    entries = []
+    if index_path.exists():
+        entries = [
+            m
+            for m in json.loads(index_path.read_bytes()).get("manifests", [])
+            if m.get("annotations", {}).get(REF_NAME_ANNOTATION) != tag
+        ]
+    entries.append(Descriptor(root.media_type, root.digest, root.size, {REF_NAME_ANNOTATION: tag}).to_json())
+    index = {"schemaVersion": 2, "mediaType": MEDIA_TYPE_INDEX, "manifests": entries}
+    index_path.write_bytes(canonical_json(index))
+    return root
+
+
+def _copy_blob(store: Store, descriptor: Descriptor, target: Path) -> None:
+    temp = target.with_suffix(".part")
+    with open(temp, "wb") as handle:
+        writer = HashingWriter(handle)
+        for piece in store.read_blob_range(descriptor.digest, 0, descriptor.size):
+            writer.write(piece)
+    if writer.digest != descriptor.digest:
+        temp.unlink()
+        raise IntegrityError(f"blob {descriptor.digest} in the store reads back as {writer.digest}")
+    temp.replace(target)

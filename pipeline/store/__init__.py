@@ -1,0 +1,39 @@
+"""Where images live: the store layout (:mod:`.store`) over a backend (:mod:`.local`, :mod:`.s3`).
+
+Example::
+
+    from pipeline.store import open_store
+    store = open_store("store")                 # a local directory, the embedded default
+    store = open_store("s3://models/prod")      # a bucket and prefix (AWS S3, R2, MinIO)
+"""
+
+from __future__ import annotations
+
+from pipeline.store.backend import Backend, ObjectInfo, Upload
+from pipeline.store.local import LocalBackend
+from pipeline.store.store import BlobWriter, Store, blob_key, catalog_key, tag_key
+
+DEFAULT_STORE = "store"
+
+__all__ = [
+    "DEFAULT_STORE",
+    "Backend",
+    "BlobWriter",
+    "LocalBackend",
+    "ObjectInfo",
+    "Store",
+    "Upload",
+    "blob_key",
+    "catalog_key",
+    "open_store",
+    "tag_key",
+]
+
+
+def open_store(location: str) -> Store:
+    """Open a store by location: ``s3://bucket[/prefix]`` or a local directory path."""
+    if location.startswith("s3://"):
+        from pipeline.store.s3 import S3Backend  # boto3 is imported only when S3 is used
+
+        return Store(S3Backend.from_url(location))
+    return Store(LocalBackend(location))

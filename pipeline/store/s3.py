@@ -1,0 +1,257 @@
+"""The S3 backend (boto3): AWS S3, Cloudflare R2, MinIO, or any S3-compatible endpoint.
+
+Configuration comes from the standard AWS sources (environment, ``~/.aws/config``): credentials, region,
+``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) for R2/MinIO, and ``s3.addressing_style``.
+
+Streaming uploads (layers, whose digest is known only at the end) go to a temporary key under
+``uploads/`` as a multipart upload; ``commit`` copies the object server-side to its final key (a
+multipart copy above 5 GiB, by boto3's transfer manager) and deletes the temporary. An incomplete
+object is therefore never visible under a digest key; a failed upload is aborted; `modelyard gc`
+sweeps temporaries left by a killed process. Every part and object carries a SHA-256 checksum that
+the server verifies, so a corrupted transfer is refused.
+
+Example::
+
+    backend = S3Backend.from_url("s3://models/prod")
+    backend.write("repositories/gpt2/tags/latest", b"{...}")
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pipeline.errors import NotFoundError, StoreError
+from pipeline.store.backend import UPLOADS_PREFIX, ObjectInfo, check_key
+
+MIN_PART_SIZE = 8 * 1024 * 1024
+MAX_PARTS = 10_000
+PARTS_PER_SIZE_STEP = 1_000  # part size doubles every 1,000 parts: 10,000 parts then hold > 5 TB
+UPLOAD_CONCURRENCY = 4
+READ_PIECE = 1024 * 1024
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+
+
+def _checksum(data: bytes | bytearray | memoryview) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+
+
+def part_size(part_number: int) -> int:
+    """Size of part ``part_number`` (1-based) when the total size is unknown in advance."""
+    return MIN_PART_SIZE << ((part_number - 1) // PARTS_PER_SIZE_STEP)
+
+
+class S3Upload:
+    """A multipart upload to a temporary key, uploading parts concurrently as they fill."""
+
+    def __init__(self, backend: S3Backend) -> None:
+        self._backend = backend
+        self.temp_key = f"{UPLOADS_PREFIX}{uuid.uuid4().hex}.part"
+        self._buffer = bytearray()
+        self._upload_id: str | None = None
+        self._parts: deque[Future[dict[str, Any]]] = deque()
+        self._done_parts: list[dict[str, Any]] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._finished = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._buffer += data
+        while len(self._buffer) >= part_size(self._next_part_number()):
+            size = part_size(self._next_part_number())
+            self._send_part(bytes(self._buffer[:size]))
+            del self._buffer[:size]
+        return len(data)
+
+    def _next_part_number(self) -> int:
+        return len(self._done_parts) + len(self._parts) + 1
+
+    def _send_part(self, data: bytes) -> None:
+        backend = self._backend
+        if self._upload_id is None:
+            response = backend.call(
+                "create_multipart_upload",
+                self.temp_key,
+                ChecksumAlgorithm="SHA256",
+            )
+            self._upload_id = str(response["UploadId"])
+            self._pool = ThreadPoolExecutor(UPLOAD_CONCURRENCY, thread_name_prefix="s3-part")
+        number = self._next_part_number()
+        if number > MAX_PARTS:
+            raise StoreError(f"upload to {backend.url()} exceeds {MAX_PARTS} parts")
+        assert self._pool is not None
+        self._parts.append(self._pool.submit(self._upload_part, number, data))
+        # Bound memory: at most UPLOAD_CONCURRENCY parts in flight.
+        while len(self._parts) > UPLOAD_CONCURRENCY:
+            self._done_parts.append(self._parts.popleft().result())
+
+    def _upload_part(self, number: int, data: bytes) -> dict[str, Any]:
+        checksum = _checksum(data)
+        response = self._backend.call(
+            "upload_part",
+            self.temp_key,
+            UploadId=self._upload_id,
+            PartNumber=number,
+            Body=data,
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=checksum,
+        )
+        return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum}
+
+    def commit(self, key: str) -> None:
+        backend = self._backend
+        try:
+            if self._upload_id is None:
+                # Small enough for one request: no temporary needed, the put is atomic.
+                backend.write(key, bytes(self._buffer))
+            else:
+                if self._buffer:
+                    self._send_part(bytes(self._buffer))
+                    self._buffer.clear()
+                while self._parts:
+                    self._done_parts.append(self._parts.popleft().result())
+                backend.call(
+                    "complete_multipart_upload",
+                    self.temp_key,
+                    UploadId=self._upload_id,
+                    MultipartUpload={"Parts": self._done_parts},
+                )
+                self._upload_id = None
+                backend.copy(self.temp_key, key)
+                backend.delete(self.temp_key)
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            self._close_pool()
+        self._finished = True
+
+    def abort(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        for future in self._parts:
+            future.cancel()
+        self._close_pool()
+        backend = self._backend
+        try:
+            if self._upload_id is not None:
+                backend.call("abort_multipart_upload", self.temp_key, UploadId=self._upload_id)
+            backend.delete(self.temp_key)
+        except StoreError:
+            pass  # best effort: gc sweeps what could not be cleaned now
+
+    def _close_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+class S3Backend:
+    """Objects under ``s3://bucket/prefix``."""
+
+    def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self._client = client
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str) -> S3Backend:
+        rest = url.removeprefix("s3://")
+        bucket, _, prefix = rest.partition("/")
+        if not bucket:
+            raise StoreError(f"{url!r} names no bucket; expected s3://bucket[/prefix]")
+        return cls(bucket, prefix)
+
+    @property
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
+                self._client = boto3.session.Session().client("s3", config=config)
+            return self._client
+
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def object_key(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def call(self, operation: str, key: str, **kwargs: Any) -> Any:
+        """Call an S3 operation on ``key``, turning failures into StoreError (never showing credentials)."""
+        try:
+            return getattr(self.client, operation)(Bucket=self.bucket, Key=self.object_key(key), **kwargs)
+        except ClientError as err:
+            code = str(err.response.get("Error", {}).get("Code", ""))
+            if code in _NOT_FOUND:
+                raise NotFoundError(f"{key} is not in {self.url()}") from err
+            message = err.response.get("Error", {}).get("Message", "")
+            raise StoreError(f"S3 {operation} {key} in {self.url()} failed: {code} {message}".rstrip()) from err
+        except BotoCoreError as err:
+            raise StoreError(f"S3 {operation} {key} in {self.url()} failed: {err}") from err
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            response = self.call("head_object", key)
+        except NotFoundError:
+            return None
+        return ObjectInfo(key, int(response["ContentLength"]), response["LastModified"].timestamp())
+
+    def read(self, key: str) -> bytes:
+        response = self.call("get_object", key)
+        return bytes(response["Body"].read())
+
+    def read_range(self, key: str, start: int, end: int) -> Iterator[bytes]:
+        if end <= start:
+            return
+        response = self.call("get_object", key, Range=f"bytes={start}-{end - 1}")
+        body = response["Body"]
+        try:
+            yield from body.iter_chunks(READ_PIECE)
+        finally:
+            body.close()
+
+    def write(self, key: str, data: bytes) -> None:
+        self.call("put_object", key, Body=data, ChecksumSHA256=_checksum(data))
+
+    def upload(self) -> S3Upload:
+        return S3Upload(self)
+
+    def copy(self, source: str, target: str) -> None:
+        """Server-side copy (multipart above 5 GiB), keeping the SHA-256 checksum."""
+        try:
+            self.client.copy(
+                {"Bucket": self.bucket, "Key": self.object_key(source)},
+                self.bucket,
+                self.object_key(target),
+                ExtraArgs={"ChecksumAlgorithm": "SHA256"},
+                Config=TransferConfig(multipart_threshold=5 * 1024**3, multipart_chunksize=512 * 1024**2),
+            )
+        except (ClientError, BotoCoreError) as err:
+            raise StoreError(f"S3 copy {source} to {target} in {self.url()} failed: {err}") from err
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        base = f"{self.prefix}/" if self.prefix else ""
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base + prefix)
+            for page in pages:
+                for item in page.get("Contents", []):
+                    key = item["Key"][len(base) :]
+                    yield ObjectInfo(key, int(item["Size"]), item["LastModified"].timestamp())
+        except (ClientError, BotoCoreError) as err:
+            raise StoreError(f"S3 list {prefix} in {self.url()} failed: {err}") from err
+
+    def delete(self, key: str) -> None:
+        self.call("delete_object", key)

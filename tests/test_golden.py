@@ -1,0 +1,105 @@
+"""Golden digests: the exact bytes of format 1 for a fixed fixture.
+
+If this fails, the bytes of every image changed: the tar rules, the TOC, the compressor (its version or
+level), the chunk size, or the image JSON. If that was not the intent, it is a bug. If it was, bump
+FORMAT_VERSION in pipeline/format.py and update these digests in the same commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.build import BuiltImage, build_and_publish
+from pipeline.format import FORMAT_VERSION
+from pipeline.image import ImageMetadata
+from pipeline.source import files_from_dir
+from pipeline.store import LocalBackend, Store, blob_key
+from tests.conftest import ROOT, require_tool, run, verify_with_reference, write_tree
+
+
+def pseudo_random(size: int, seed: bytes) -> bytes:
+    """Deterministic bytes, the same on every machine and Python version."""
+    blocks = (hashlib.sha256(seed + i.to_bytes(8, "big")).digest() for i in range(size // 32 + 1))
+    return b"".join(blocks)[:size]
+
+
+FIXTURE = {
+    "config.json": b'{"architectures": ["BertModel"], "hidden_size": 384}\n',
+    "1_Pooling/config.json": b'{"word_embedding_dimension": 384}\n',
+    "model.safetensors": pseudo_random(5 * 1024 * 1024 + 3, b"weights"),
+    "tokenizer.json": b'{"version": "1.0"}\n' * 1000,
+    "empty.txt": b"",
+    "deep/a/b/c/" + "long-name-" * 12 + ".txt": b"long\n",
+    "données/été.txt": "ünïcödé\n".encode(),
+}
+
+METADATA = ImageMetadata(
+    title="golden/fixture",
+    source="https://huggingface.co/golden/fixture",
+    revision="0123456789" * 4,
+    licenses="mit",
+)
+
+GOLDEN = {
+    "layer": "sha256:749c4841ebe111777edd19ccfafeb74ac9dbc4bc1c298ea4749955ac2d141b5e",
+    "diff_id": "sha256:54d8cd022a7ee462c198785ff0dcee62a486f4da2583deb6f7a6c1b728b7c5b8",
+    "toc": "sha256:522e60f7b97de0a0a530d28a13e21365ca006981940e62c86470f7f95b405f71",
+    "index": "sha256:c1b15f6d41a336112defb599b90568104682b096ff1a4697a3b215ceb13fcb08",
+    "manifests": [
+        "sha256:6ffe75fa7ca946eb4b43775066a28be52c1ccb5063b42a8d692cb803d988d956",
+        "sha256:abf5c88f7809f0148eb8920130eaa2f0eebf2128dec44748023f09dfdb4df629",
+    ],
+    "configs": [
+        "sha256:7747a54de49b02c66ee7cfa50680749c75874e9603bfd24509178e51b96b4c2a",
+        "sha256:81b85de0b32d303bedbdf155f33ed2701d16ba3774b489bc29bcd6a5c0ab4c56",
+    ],
+}
+
+
+def build_fixture(workdir: Path, threads: int) -> BuiltImage:
+    store = Store(LocalBackend(workdir / "store"))
+    return build_and_publish(
+        store,
+        files_from_dir(write_tree(workdir / "fixture", FIXTURE)),
+        name="golden/fixture",
+        tags=["latest"],
+        metadata=METADATA,
+        threads=threads,
+    )
+
+
+def digests(built: BuiltImage) -> dict[str, object]:
+    return {
+        "layer": built.layer.digest,
+        "diff_id": built.layer.diff_id,
+        "toc": built.layer.toc_digest,
+        "index": built.index.digest,
+        "manifests": [m.descriptor.digest for m in built.image.manifests],
+        "configs": [c.descriptor.digest for c in built.image.configs],
+    }
+
+
+def test_format_1_digests_are_pinned(tmp_path: Path) -> None:
+    assert FORMAT_VERSION == "1"
+    built = build_fixture(tmp_path, threads=2)
+    assert digests(built) == GOLDEN
+    verify_with_reference(tmp_path / "store" / blob_key(built.layer.digest), built.layer)
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="emulates older x86-64 CPUs")
+@pytest.mark.parametrize("cpu", ["Nehalem", "Haswell"])
+def test_the_same_digests_on_other_cpus(tmp_path: Path, cpu: str) -> None:
+    """ISA-L picks its code by CPU features (SSE, AVX2, AVX-512): all must deflate identically."""
+    qemu = require_tool("qemu-x86_64")
+    script = (
+        "import json, sys; from pathlib import Path; from tests.test_golden import build_fixture, digests; "
+        "print(json.dumps(digests(build_fixture(Path(sys.argv[1]), threads=1))))"
+    )
+    result = run(qemu, "-cpu", cpu, sys.executable, "-c", script, str(tmp_path), cwd=ROOT)
+    assert json.loads(result.stdout) == GOLDEN

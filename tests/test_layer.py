@@ -1,0 +1,159 @@
+"""The eStargz layer: round trips through plain extractors, the reference reader, and edge cases."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import tarfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pytest
+
+from pipeline.estargz import FOOTER_SIZE, LayerFile, LayerResult, footer, write_layer
+from pipeline.source import files_from_dir
+from tests.conftest import require_tool, run, verify_with_reference
+
+MiB = 1024 * 1024
+MakeTree = Callable[[Mapping[str, bytes]], Path]
+
+
+def build(source: Path, blob: Path, **options: object) -> LayerResult:
+    with open(blob, "wb") as sink:
+        return write_layer(files_from_dir(source), sink, **options)  # type: ignore[arg-type]
+
+
+def tree_contents(root: Path) -> dict[str, tuple[str, bytes | None, int]]:
+    """{relative path: (kind, bytes, permission bits)} of everything under ``root``."""
+    result: dict[str, tuple[str, bytes | None, int]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            path = Path(dirpath) / name
+            result[path.relative_to(root).as_posix()] = ("dir", None, path.stat().st_mode & 0o777)
+        for name in filenames:
+            path = Path(dirpath) / name
+            result[path.relative_to(root).as_posix()] = ("reg", path.read_bytes(), path.stat().st_mode & 0o777)
+    return result
+
+
+EDGE_CASES: dict[str, bytes] = {
+    "config.json": b'{"hidden_size": 384}\n',
+    "empty.txt": b"",
+    "exactly-4MiB.bin": os.urandom(4 * MiB),
+    "4MiB-plus-1.bin": os.urandom(4 * MiB + 1),
+    "weights/model-00001-of-00002.safetensors": os.urandom(9 * MiB + 17),
+    "sub/stargz.index.json": b"not the TOC\n",
+    ("long/" + "n" * 120 + "/" + "m" * 110 + ".json"): b"long path\n",
+    "ünïcödé/文件.txt": b"non-ASCII\n",
+    "/".join(f"d{i}" for i in range(40)) + "/deep.txt": b"deep\n",
+}
+
+
+def test_plain_extractors_see_exactly_the_source_files(tmp_path: Path, tree: MakeTree) -> None:
+    source = tree(EDGE_CASES)
+    blob = tmp_path / "layer.tar.gz"
+    layer = build(source, blob)
+    expected = {
+        path: (kind, data, 0o755 if kind == "dir" else 0o644) for path, (kind, data, _) in tree_contents(source).items()
+    }
+
+    with tarfile.open(blob, "r:gz") as archive:
+        names = archive.getnames()
+        modes = {m.name.rstrip("/"): (m.mode, m.uid, m.gid, m.mtime) for m in archive.getmembers()}
+        archive.extractall(tmp_path / "python", filter="fully_trusted")
+    assert "stargz.index.json" not in names
+    assert set(modes) == set(expected)
+    assert all(mode == (expected[name][2], 0, 0, 0) for name, mode in modes.items())
+    python_tree = tree_contents(tmp_path / "python")
+    assert {p: (k, d) for p, (k, d, _) in python_tree.items()} == {p: (k, d) for p, (k, d, _) in expected.items()}
+
+    tar = require_tool("tar")
+    (tmp_path / "gnu").mkdir()
+    run(tar, "-xzf", str(blob), "-C", str(tmp_path / "gnu"))
+    assert tree_contents(tmp_path / "gnu") == expected  # contents and 0644/0755 modes
+
+    # The file list for the catalog has every file's size and sha256.
+    assert {f.path: f.size for f in layer.files} == {p: len(d) for p, (k, d, _) in expected.items() if d is not None}
+
+
+def test_the_reference_reader_accepts_the_blob(tmp_path: Path, tree: MakeTree) -> None:
+    blob = tmp_path / "layer.tar.gz"
+    layer = build(tree(EDGE_CASES), blob)
+    report = verify_with_reference(blob, layer)
+    assert report["end_marker_before_toc"] is True
+    assert report["plain_extract_sees_toc"] is False
+    assert report["blob_digest"] == layer.digest
+    assert report["uncompressed_tar_bytes"] == layer.uncompressed_size
+    assert report["regular_files"] == len(EDGE_CASES)
+    # 9 MiB + 17 bytes is three chunks, 4 MiB + 1 two, exactly 4 MiB one.
+    assert report["entries_by_type"] == {"dir": 45, "reg": len(EDGE_CASES), "chunk": 3}
+
+
+def test_a_model_with_no_files_is_a_valid_empty_layer(tmp_path: Path, tree: MakeTree) -> None:
+    blob = tmp_path / "layer.tar.gz"
+    layer = build(tree({}), blob)
+    verify_with_reference(blob, layer)
+    with tarfile.open(blob, "r:gz") as archive:
+        assert archive.getnames() == []
+    assert layer.files == ()
+
+
+def test_layout_members_toc_and_footer(tmp_path: Path, tree: MakeTree) -> None:
+    blob = tmp_path / "layer.tar.gz"
+    layer = build(tree({"a.bin": b"x" * (5 * MiB), "b.txt": b"b"}), blob, chunk_size=4 * MiB)
+    data = blob.read_bytes()
+    assert data[-FOOTER_SIZE:] == footer(int(data[-FOOTER_SIZE + 16 : -FOOTER_SIZE + 32], 16))
+    toc_offset = int(data[-FOOTER_SIZE + 16 : -FOOTER_SIZE + 32], 16)
+    toc_tar = gzip.decompress(data[toc_offset:-FOOTER_SIZE])
+    with tarfile.open(fileobj=io.BytesIO(toc_tar)) as archive:
+        (member,) = archive.getmembers()
+        toc = json.loads(archive.extractfile(member).read())  # type: ignore[union-attr]
+    assert member.name == "stargz.index.json"
+    entries = toc["entries"]
+    assert [(e["name"], e["type"]) for e in entries] == [("a.bin", "reg"), ("a.bin", "chunk"), ("b.txt", "reg")]
+    first, second, small = entries
+    assert first["chunkSize"] == 4 * MiB and "chunkSize" not in second  # the last chunk's size is implicit
+    assert second["chunkOffset"] == 4 * MiB
+    assert first["digest"] == layer.files[0].digest
+    assert all(e["offset"] > 0 and e["chunkDigest"].startswith("sha256:") for e in entries)
+    # Every chunk starts its own gzip member, which begins with the chunk's bytes.
+    for entry, content in ((first, b"x" * (4 * MiB)), (second, b"x" * MiB), (small, b"b")):
+        member_bytes = gzip.GzipFile(fileobj=io.BytesIO(data[entry["offset"] :])).read(len(content))
+        assert member_bytes == content
+    assert layer.annotations == {
+        "containerd.io/snapshot/stargz/toc.digest": layer.toc_digest,
+        "io.containers.estargz.uncompressed-size": str(layer.uncompressed_size),
+    }
+
+
+def test_bytes_do_not_depend_on_threads_or_location(tmp_path: Path, tree: MakeTree) -> None:
+    files = {"w.bin": os.urandom(13 * MiB + 3), "c.json": b"{}", "d/e": b"e"}
+    one = build(tree(files), tmp_path / "one.tar.gz", threads=1)
+    three = build(tree(files), tmp_path / "three.tar.gz", threads=3)
+    assert one == three
+    assert (tmp_path / "one.tar.gz").read_bytes() == (tmp_path / "three.tar.gz").read_bytes()
+
+
+def test_source_date_epoch_sets_every_time(tmp_path: Path, tree: MakeTree) -> None:
+    blob = tmp_path / "layer.tar.gz"
+    layer = build(tree({"d/f": b"f"}), blob, mtime=1700000000)
+    with tarfile.open(blob, "r:gz") as archive:
+        assert {m.mtime for m in archive.getmembers()} == {1700000000}
+    verify_with_reference(blob, layer)
+
+
+def test_a_file_that_shrinks_or_grows_while_read_is_an_error(tmp_path: Path) -> None:
+    from pipeline.errors import SourceChangedError
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 100)
+
+    def listed_as(size: int) -> list[LayerFile]:
+        return [LayerFile("f.bin", size, lambda: open(path, "rb"))]
+
+    with pytest.raises(SourceChangedError, match=r"f.bin: file ended at 100 bytes, but 101 were listed"):
+        write_layer(listed_as(101), io.BytesIO())
+    with pytest.raises(SourceChangedError, match=r"f.bin: file is longer than the 99 bytes listed"):
+        write_layer(listed_as(99), io.BytesIO())
