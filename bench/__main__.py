@@ -1,0 +1,22 @@
+"""Benchmarks, each printing ratios against an anchor measured in the same run.
+
+python -m bench layer      the eStargz layer writer vs the reference writer
+"""
+
+from __future__ import annotations
+
+import sys
+
+from bench import layer
+
+BENCHMARKS = {"layer": layer.main}
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in BENCHMARKS:
+        sys.exit(f"usage: python -m bench {{{'|'.join(BENCHMARKS)}}} [options]\n\n{__doc__}")
+    BENCHMARKS[sys.argv[1]](sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()
