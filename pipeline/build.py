@@ -61,11 +61,13 @@ def build_and_publish(
     platforms: Sequence[Platform] = DEFAULT_PLATFORMS,
     threads: int | None = None,
     on_progress: Callable[[int], None] | None = None,
+    check_layer: Callable[[LayerResult], None] | None = None,
     catalog: dict[str, Any] | None = None,
 ) -> BuiltImage:
     """Write the layer into the store, then the image blobs, then ``tags``, then the catalog record.
 
-    ``catalog`` holds extra fields for the catalog record (Hub metadata); the build adds what it knows.
+    ``check_layer`` sees the written layer (its files' digests) before the blob is published; if it
+    raises, nothing is. ``catalog`` holds extra fields for the catalog record (Hub metadata).
     """
     check_name(name)
     for tag in tags:
@@ -73,6 +75,8 @@ def build_and_publish(
     started = time.monotonic()
     with store.blob_writer() as blob:
         layer = estargz.write_layer(files, blob, mtime=metadata.created, threads=threads, on_progress=on_progress)
+        if check_layer is not None:
+            check_layer(layer)
         blob.commit(expected=layer.digest)
     image = build_image(layer, metadata, platforms)
     for item in image.blobs_in_publish_order():

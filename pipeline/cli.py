@@ -10,7 +10,7 @@ import argparse
 import ctypes
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -18,26 +18,32 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.table import Table
 
 from pipeline import __version__
+from pipeline.batch import BatchOptions, ModelOutcome, Phase, build_models
 from pipeline.build import BuiltImage, build_and_publish, source_date_epoch
 from pipeline.errors import InvalidNameError, ModelsFileError, ModelyardError
 from pipeline.format import FORMAT_DESCRIPTION
+from pipeline.hub import HubClient
 from pipeline.image import DEFAULT_PLATFORMS, ImageMetadata, Platform
-from pipeline.modelsfile import load_models
+from pipeline.modelsfile import ModelSpec, load_models
 from pipeline.names import repository_name
 from pipeline.oci_layout import export_oci_layout
 from pipeline.source import files_from_dir
 from pipeline.store import DEFAULT_STORE, open_store
 
 DEFAULT_MODELS_FILE = "models/models.yaml"
+DEFAULT_CACHE_DIR = "~/.cache/modelyard/hub"
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Piped output (CI logs) gets a wide page rather than rich's 80 columns, so digests stay on one line.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
 
 
 def byte_progress(description: str, total: int) -> Progress:
@@ -83,8 +89,98 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    if args.from_dir is None:
-        raise ModelyardError("building from models.yaml arrives with the Hugging Face source; use --from-dir DIR")
+    if args.from_dir is not None:
+        return build_from_dir(args)
+    if args.name or args.revision or args.source:
+        raise ModelyardError("--name, --revision and --source go with --from-dir")
+    models = select_models(load_models(args.models), args.only or [])
+    store = open_store(args.store)
+    options = BatchOptions(
+        cache_dir=Path(args.cache_dir).expanduser(),
+        force=args.force,
+        keep_cache=args.keep_cache,
+        platforms=args.platform or DEFAULT_PLATFORMS,
+        threads=args.threads,
+    )
+    hub = HubClient(retries=args.retries)
+    err.print(f"building {len(models)} model(s) from {args.models} into {store.backend.url()} via {hub.endpoint}")
+    with BatchProgress() as progress:
+        outcomes = build_models(models, store, hub, options, progress)
+    print_outcomes(outcomes)
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def select_models(models: list[ModelSpec], only: list[str]) -> list[ModelSpec]:
+    """The models named by --only (HF id or repository name, any case), or all of them."""
+    if not only:
+        return models
+    wanted = {name.lower() for name in only}
+    chosen = [m for m in models if m.hf_id.lower() in wanted or m.repository in wanted]
+    unknown = wanted - {m.hf_id.lower() for m in chosen} - {m.repository for m in chosen}
+    if unknown:
+        raise ModelyardError(f"--only: not in the models file: {', '.join(sorted(unknown))}")
+    return chosen
+
+
+class BatchProgress:
+    """Progress bars per model and phase (download, build), and a line per finished model."""
+
+    def __init__(self) -> None:
+        self.bars = Progress(
+            TextColumn("{task.description:<50}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        )
+        self._tasks: list[TaskID] = []
+
+    def __enter__(self) -> BatchProgress:
+        self.bars.start()
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self.bars.stop()
+
+    def phase(self, model: ModelSpec, phase: Phase, total: int) -> Callable[[int], None]:
+        task = self.bars.add_task(f"{phase:<8} {model.repository}", total=total)
+        self._tasks.append(task)
+
+        def advance(count: int) -> None:
+            self.bars.advance(task, count)
+
+        return advance
+
+    def done(self, outcome: ModelOutcome) -> None:
+        for task in self._tasks:
+            self.bars.remove_task(task)
+        self._tasks.clear()
+        mark = {"built": "built  ", "skipped": "skipped", "failed": "FAILED "}[outcome.status]
+        err.print(f"{mark} {outcome.model.repository}: {outcome.detail}", markup=False)
+
+
+def print_outcomes(outcomes: list[ModelOutcome]) -> None:
+    table = Table(title="modelyard build", title_justify="left")
+    for column in ("model", "result", "size", "seconds", "MB/s", "detail"):
+        table.add_column(column, overflow="fold", justify="right" if column in ("size", "seconds", "MB/s") else "left")
+    for outcome in outcomes:
+        rate = megabytes_per_second(outcome.size, outcome.seconds) if outcome.size else ""
+        table.add_row(
+            outcome.model.repository,
+            outcome.status,
+            f"{outcome.size / 1e6:,.1f} MB" if outcome.size else "",
+            f"{outcome.seconds:.1f}",
+            rate.removesuffix(" MB/s"),
+            outcome.detail,
+        )
+    out.print(table)
+    counts = {status: sum(o.status == status for o in outcomes) for status in ("built", "skipped", "failed")}
+    out.print(", ".join(f"{count} {status}" for status, count in counts.items()))
+
+
+def build_from_dir(args: argparse.Namespace) -> int:
     if args.name is None:
         raise ModelyardError("--from-dir needs --name org/model (the repository name in the store)")
     store = open_store(args.store)
@@ -153,17 +249,38 @@ def parser() -> argparse.ArgumentParser:
         "build",
         help="build images into the store",
         formatter_class=formatter,
-        description="Build a reproducible single-layer eStargz image and publish it to the store:\n"
-        "the layer streams into the store, then configs, manifests and the index, then the tags.",
-        epilog="Example:\n"
-        "  modelyard build --from-dir ./all-MiniLM-L6-v2 --name sentence-transformers/all-MiniLM-L6-v2\n\n"
-        "Environment: SOURCE_DATE_EPOCH sets every timestamp (default 0, the Unix epoch).",
+        description="Build reproducible single-layer eStargz images and publish them to the store.\n\n"
+        "From models.yaml (the default): for each model, download the pinned revision from the Hugging Face\n"
+        "Hub, verify every file against the Hub's digests, stream the layer into the store, and publish the\n"
+        "image with two tags: its tagAs and the 40-hex revision. Models already published at that revision\n"
+        "and format are skipped without downloading. One failing model does not stop the others.\n\n"
+        "From a local directory (--from-dir): one image, tagged as --tag says.",
+        epilog="Examples:\n"
+        "  modelyard build                                   # every model in models/models.yaml\n"
+        "  modelyard build --only sentence-transformers/all-MiniLM-L6-v2 --store s3://models/prod\n"
+        "  modelyard build --from-dir ./my-model --name my-org/my-model --tag v1\n\n"
+        "Environment:\n"
+        "  HF_ENDPOINT        the Hub to download from: a mirror or enterprise proxy (default https://huggingface.co)\n"
+        "  HF_TOKEN           a token for gated and private models\n"
+        "  SOURCE_DATE_EPOCH  every timestamp in the image (default 0, the Unix epoch)",
     )
-    build.add_argument("--from-dir", metavar="DIR", help="build from a local directory of model files")
-    build.add_argument("--name", help="repository name, e.g. org/model (lower-cased)")
-    build.add_argument("--tag", action="append", help="tag to publish (repeatable; default: latest)")
-    build.add_argument("--revision", help="source revision recorded in the image annotations")
-    build.add_argument("--source", metavar="URL", help="source URL recorded in the image annotations")
+    build.add_argument(
+        "--models", default=DEFAULT_MODELS_FILE, metavar="FILE", help=f"models file (default: {DEFAULT_MODELS_FILE})"
+    )
+    build.add_argument("--only", nargs="+", metavar="NAME", help="build only these models (HF id or repository name)")
+    build.add_argument("--force", action="store_true", help="rebuild even when the store is up to date")
+    build.add_argument("--keep-cache", action="store_true", help="keep downloaded files after building")
+    build.add_argument(
+        "--cache-dir", default=DEFAULT_CACHE_DIR, metavar="DIR", help=f"download cache (default: {DEFAULT_CACHE_DIR})"
+    )
+    build.add_argument(
+        "--retries", type=int, default=4, help="retries of a failed Hub request, with backoff (default: 4)"
+    )
+    build.add_argument("--from-dir", metavar="DIR", help="build one image from a local directory instead")
+    build.add_argument("--name", help="with --from-dir: repository name, e.g. org/model (lower-cased)")
+    build.add_argument("--tag", action="append", help="with --from-dir: tag to publish (repeatable; default: latest)")
+    build.add_argument("--revision", help="with --from-dir: source revision recorded in the image annotations")
+    build.add_argument("--source", metavar="URL", help="with --from-dir: source URL recorded in the image annotations")
     _add_common_build_options(build)
     build.set_defaults(run=cmd_build)
 

@@ -37,6 +37,8 @@ ANNOTATION_REVISION = "org.opencontainers.image.revision"
 ANNOTATION_TITLE = "org.opencontainers.image.title"
 ANNOTATION_LICENSES = "org.opencontainers.image.licenses"
 ANNOTATION_CREATED = "org.opencontainers.image.created"
+ANNOTATION_INCLUDE = "dev.modelyard.include"
+ANNOTATION_EXCLUDE = "dev.modelyard.exclude"
 
 
 def canonical_json(value: Any) -> bytes:
@@ -124,6 +126,8 @@ class ImageMetadata:
     revision: str = ""  # the Hugging Face commit sha
     licenses: str = ""  # license id from the model card, when known
     created: int = 0  # SOURCE_DATE_EPOCH
+    include: tuple[str, ...] = ()  # the file selection of models.yaml, recorded as provenance
+    exclude: tuple[str, ...] = ()
 
     def annotations(self) -> dict[str, str]:
         """The OCI annotations (and config labels); empty values are left out."""
@@ -134,6 +138,8 @@ class ImageMetadata:
             ANNOTATION_LICENSES: self.licenses,
             ANNOTATION_CREATED: rfc3339(self.created),
             FORMAT_ANNOTATION: FORMAT_VERSION,
+            ANNOTATION_INCLUDE: json.dumps(list(self.include)) if self.include else "",
+            ANNOTATION_EXCLUDE: json.dumps(list(self.exclude)) if self.exclude else "",
         }
         return {key: value for key, value in result.items() if value}
 

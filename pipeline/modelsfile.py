@@ -10,6 +10,10 @@ The file is reviewed in pull requests, so validation reports *every* problem at 
         exclude: ["*.onnx", "openvino/*"]              # optional globs (fnmatch) on repo paths
         include: []                                    # optional; when given, only matching files
 
+Each image gets two tags: ``tagAs`` and the revision. Several entries may publish variants of one
+revision (different ``include``/``exclude``, different ``tagAs``); the revision tag then belongs to
+the first of them.
+
 Example::
 
     models = load_models("models/models.yaml")     # raises ModelsFileError listing every problem
@@ -19,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +47,12 @@ class ModelSpec:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     source: str = ""  # "file:line", for messages
+    pin: bool = True  # publishes the revision tag: the first entry of its name and revision does
+
+    @property
+    def tags(self) -> list[str]:
+        """Its tag, and the 40-hex revision tag when it is the pin of its revision."""
+        return [self.tag, self.revision] if self.pin else [self.tag]
 
     @property
     def repository(self) -> str:
@@ -127,7 +138,7 @@ class _Checker:
         models = [self.entry(node, f"models[{i}]") for i, node in enumerate(models_node.value)]
         valid = [m for m in models if m is not None]
         self.duplicates(valid)
-        return valid
+        return _mark_pins(valid)
 
     def entry(self, node: yaml.Node, field: str) -> ModelSpec | None:
         fields = self.mapping(node, field)
@@ -201,6 +212,17 @@ class _Checker:
                 )
             else:
                 seen[key] = model
+
+
+def _mark_pins(models: list[ModelSpec]) -> list[ModelSpec]:
+    """Variants of one revision (say, one tag per weight format) share its revision tag: the first one has it."""
+    seen: set[tuple[str, str]] = set()
+    result = []
+    for model in models:
+        key = (model.repository, model.revision)
+        result.append(model if key not in seen else dataclasses.replace(model, pin=False))
+        seen.add(key)
+    return result
 
 
 def _kind(node: yaml.Node) -> str:

@@ -52,7 +52,7 @@ def test_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_the_console_command_teaches() -> None:
     result = subprocess.run([sys.executable, "-m", "pipeline", "build", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
-    assert "Example:" in result.stdout and "SOURCE_DATE_EPOCH" in result.stdout
+    assert "Examples:" in result.stdout and "HF_ENDPOINT" in result.stdout and "SOURCE_DATE_EPOCH" in result.stdout
     bad = subprocess.run(
         [sys.executable, "-m", "pipeline", "build", "--platform", "linux"], capture_output=True, text=True
     )

