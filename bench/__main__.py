@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import layer
+from bench import hub, layer
 
-BENCHMARKS = {"layer": layer.main}
+BENCHMARKS = {"layer": layer.main, "hub": hub.main}
 
 
 def main() -> None:

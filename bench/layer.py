@@ -57,6 +57,15 @@ def make_weights(path: Path, size: int) -> None:
             remaining -= count * 2
 
 
+def ensure_weights(path: Path, size: int) -> None:
+    """Generate the weights in a child process: a child's peak RSS starts from its parent's (fork), so the
+    benchmark process stays small and the RSS of the builds it measures stays theirs."""
+    script = (
+        f"from pathlib import Path; from bench.layer import make_weights; make_weights(Path({str(path)!r}), {size})"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+
+
 def make_tar(source: Path, tar_path: Path) -> None:
     if tar_path.exists() and tar_path.stat().st_mtime >= source.stat().st_mtime:
         return
@@ -97,11 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     model_dir = args.workdir / f"weights-{args.size_mib}MiB"
     weights = model_dir / "model.safetensors"
     print(f"preparing {args.size_mib} MiB of float16 weights in {model_dir} ...", flush=True)
-    # In a child: a child's peak RSS starts from its parent's (fork), so this process stays small.
-    generate = (
-        f"from bench.layer import make_weights; from pathlib import Path; make_weights(Path({str(weights)!r}), {size})"
-    )
-    subprocess.run([sys.executable, "-c", generate], check=True)
+    ensure_weights(weights, size)
     tar_path = args.workdir / f"weights-{args.size_mib}MiB.tar"
     make_tar(weights, tar_path)
     tar_size = tar_path.stat().st_size

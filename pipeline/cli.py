@@ -158,7 +158,9 @@ class BatchProgress:
             self.bars.remove_task(task)
         self._tasks.clear()
         mark = {"built": "built  ", "skipped": "skipped", "failed": "FAILED "}[outcome.status]
-        err.print(f"{mark} {outcome.model.repository}: {outcome.detail}", markup=False)
+        timings = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in outcome.timings.items())
+        suffix = f" ({timings})" if timings else ""
+        err.print(f"{mark} {outcome.model.repository}: {outcome.detail}{suffix}", markup=False)
 
 
 def print_outcomes(outcomes: list[ModelOutcome]) -> None:
