@@ -63,6 +63,10 @@ class Backend(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def presigned_url(self, key: str, expires_in: int) -> str | None:
+        """A URL that lets anyone GET ``key`` for ``expires_in`` seconds, or None if the backend has none."""
+        ...
+
     def url(self) -> str:
         """Where this backend stores, for messages (never with credentials)."""
         ...

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,6 +105,8 @@ class LocalBackend:
             info = self.path(key).stat()
         except (FileNotFoundError, NotADirectoryError):
             return None
+        if not stat.S_ISREG(info.st_mode):
+            return None  # a directory is no object (a bucket has none): keys name files only
         return ObjectInfo(key, info.st_size, info.st_mtime)
 
     def read(self, key: str) -> bytes:
@@ -157,6 +160,9 @@ class LocalBackend:
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path(key).unlink()
+
+    def presigned_url(self, key: str, expires_in: int) -> None:
+        return None  # files have no URL of their own: the registry serves them
 
 
 def _store_error(err: OSError, path: Path) -> StoreError:

@@ -167,12 +167,13 @@ class S3Backend:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_url(cls, url: str) -> S3Backend:
+    def from_url(cls, url: str, client: Any = None) -> S3Backend:
+        """The backend of ``s3://bucket[/prefix]``; ``client`` replaces the default boto3 client (timeouts, retries)."""
         rest = url.removeprefix("s3://")
         bucket, _, prefix = rest.partition("/")
         if not bucket:
             raise StoreError(f"{url!r} names no bucket; expected s3://bucket[/prefix]")
-        return cls(bucket, prefix)
+        return cls(bucket, prefix, client)
 
     @property
     def client(self) -> Any:
@@ -255,3 +256,13 @@ class S3Backend:
 
     def delete(self, key: str) -> None:
         self.call("delete_object", key)
+
+    def presigned_url(self, key: str, expires_in: int) -> str:
+        """A presigned GET URL (signed locally, no request made). It names the access key id, as SigV4 does."""
+        try:
+            url = self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": self.object_key(key)}, ExpiresIn=expires_in
+            )
+        except (ClientError, BotoCoreError) as err:
+            raise StoreError(f"cannot presign {key} in {self.url()}: {err}") from err
+        return str(url)

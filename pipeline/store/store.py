@@ -132,6 +132,10 @@ class Store:
     def read_blob_range(self, digest: str, start: int, end: int) -> Iterator[bytes]:
         return self.backend.read_range(blob_key(digest), start, end)
 
+    def presigned_blob_url(self, digest: str, expires_in: int) -> str | None:
+        """A time-limited URL to GET the blob directly from the backend (S3), or None (local)."""
+        return self.backend.presigned_url(blob_key(digest), expires_in)
+
     # tags
 
     def get_tag(self, name: str, tag: str) -> Descriptor | None:

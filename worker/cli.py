@@ -1,0 +1,105 @@
+"""``modelyard serve``: the store as a read-only OCI registry (and the catalog site) over HTTP.
+
+:func:`register` adds the subcommand to the ``modelyard`` parser::
+
+    commands = parser.add_subparsers(dest="command")
+    register(commands)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline.store import DEFAULT_STORE, Store, open_store
+from pipeline.store.s3 import S3Backend
+from worker.app import create_app
+from worker.config import RegistryConfig
+from worker.server import bind, configure_logging, serve
+
+EXAMPLES = """\
+examples:
+  modelyard serve                                   # ./store on http://127.0.0.1:5000
+  modelyard serve --store s3://models/prod --host 0.0.0.0 --port 8080
+  modelyard serve --store s3://models/prod --presign-seconds 600    # whole-blob GETs go to S3 directly
+
+then, from any OCI client:
+  skopeo inspect --tls-verify=false docker://127.0.0.1:5000/org/model:latest
+  buildah build --tls-verify=false -f Dockerfile .   # with: COPY --from=127.0.0.1:5000/org/model /config.json .
+
+S3 settings come from the usual AWS environment: AWS_ENDPOINT_URL (R2, MinIO), AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_REGION. Requests are logged as JSON lines on stdout; pull counters are
+at /metrics, liveness of the store at /healthz. Clients other than on this machine need TLS in
+front (a reverse proxy), or to be told the registry is insecure.
+"""
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``serve`` to the ``modelyard`` subcommands."""
+    command = commands.add_parser(
+        "serve",
+        help="serve the store as a read-only OCI registry and the catalog site",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Serve the store over HTTP: the OCI distribution API (pull only) under /v2/,\n"
+        "so skopeo, oras, podman, buildah, containerd and BuildKit pull from it (lazily, with eStargz),\n"
+        "and the catalog site from the store's site/ at /.",
+        epilog=EXAMPLES,
+    )
+    command.add_argument(
+        "--store", default=DEFAULT_STORE, help=f"a directory or s3://bucket/prefix (default: ./{DEFAULT_STORE})"
+    )
+    command.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    command.add_argument("--port", type=int, default=5000, help="port to listen on; 0 picks a free one (default: 5000)")
+    command.add_argument(
+        "--cache-seconds",
+        type=float,
+        default=RegistryConfig.cache_seconds,
+        metavar="S",
+        help="reuse tag lookups and listings this long; a newly published tag shows within S (default: %(default)s)",
+    )
+    redirect = command.add_mutually_exclusive_group()
+    redirect.add_argument(
+        "--public-blob-url",
+        metavar="URL",
+        help="answer whole-blob GETs with 307 to URL/blobs/sha256/<hex> (a public bucket or CDN over the store)",
+    )
+    redirect.add_argument(
+        "--presign-seconds",
+        type=int,
+        default=0,
+        metavar="S",
+        help="answer whole-blob GETs with 307 to a presigned S3 URL valid S seconds (ranges are always served here)",
+    )
+    command.add_argument("--no-access-log", action="store_true", help="do not log a JSON line per request")
+    command.set_defaults(run=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    store = open_serving_store(args.store)
+    config = RegistryConfig(
+        cache_seconds=args.cache_seconds, public_blob_url=args.public_blob_url, presign_seconds=args.presign_seconds
+    )
+    configure_logging(access=not args.no_access_log)
+    sock = bind(args.host, args.port)
+
+    def announce(url: str) -> None:
+        print(f"serving {store.backend.url()} on {url} (Ctrl-C stops)", file=sys.stderr, flush=True)
+
+    serve(create_app(store, config), sock, on_ready=announce)
+    return 0
+
+
+def open_serving_store(location: str) -> Store:
+    """The store to serve; on S3 with short timeouts and few retries, so a store that is down gets 503 fast."""
+    if not location.startswith("s3://"):
+        return open_store(location)
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=3,
+        read_timeout=30,
+        retries={"mode": "standard", "max_attempts": 2},
+        max_pool_connections=64,  # one per worker thread reading blobs at once
+    )
+    return Store(S3Backend.from_url(location, client=boto3.session.Session().client("s3", config=config)))
