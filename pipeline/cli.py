@@ -30,13 +30,16 @@ from pipeline.batch import BatchOptions, ModelOutcome, Phase, build_models
 from pipeline.build import BuiltImage, build_and_publish, source_date_epoch
 from pipeline.errors import InvalidNameError, ModelsFileError, ModelyardError
 from pipeline.format import FORMAT_DESCRIPTION
+from pipeline.gc import DEFAULT_GRACE, collect_garbage
 from pipeline.hub import HubClient
-from pipeline.image import DEFAULT_PLATFORMS, ImageMetadata, Platform
+from pipeline.image import DEFAULT_PLATFORMS, MANIFEST_MEDIA_TYPES, Descriptor, ImageMetadata, Platform
 from pipeline.modelsfile import ModelSpec, load_models
 from pipeline.names import repository_name
 from pipeline.oci_layout import export_oci_layout
+from pipeline.push import push_images
+from pipeline.references import reachable
 from pipeline.source import files_from_dir
-from pipeline.store import DEFAULT_STORE, open_store
+from pipeline.store import DEFAULT_STORE, Store, open_store
 
 DEFAULT_MODELS_FILE = "models/models.yaml"
 DEFAULT_CACHE_DIR = "~/.cache/modelyard/hub"
@@ -221,6 +224,52 @@ def cmd_export_oci_layout(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    store = open_store(args.store)
+    report = collect_garbage(store, grace=args.grace, dry_run=args.dry_run)
+    for info in report.removed:
+        err.print(f"{'would remove' if args.dry_run else 'removed'} {info.key} ({info.size:,} bytes)", markup=False)
+    out.print(f"{store.backend.url()}: {report.summary()}")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    store = open_store(args.store)
+    names = [repository_name(name) for name in args.only] if args.only else store.repositories()
+    total = sum(store.blob_size(d.digest) or 0 for d in _layer_descriptors(store, names))
+    with byte_progress(f"push to {args.to}", total) as progress:
+        task = progress.task_ids[0]
+        outcomes = push_images(
+            store, args.to, names=names, insecure=args.insecure, on_bytes=lambda n: progress.advance(task, n)
+        )
+    for outcome in outcomes:
+        out.print(
+            f"pushed {args.to.rstrip('/')}/{outcome.name}:{','.join(outcome.tags)} {outcome.digest} "
+            f"({outcome.uploaded:,} bytes sent, {outcome.skipped_blobs} blob(s) already there)"
+        )
+    return 0
+
+
+def _layer_descriptors(store: Store, names: list[str]) -> list[Descriptor]:
+    """The distinct blobs (not manifests) the tags of ``names`` reach, to size the progress bar."""
+    seen: dict[str, Descriptor] = {}
+    for name in names:
+        for tag in store.tags(name):
+            root = store.get_tag(name, tag)
+            if root is not None:
+                seen.update((d.digest, d) for d in reachable(store, root) if d.media_type not in MANIFEST_MEDIA_TYPES)
+    return list(seen.values())
+
+
+def duration(text: str) -> float:
+    """Seconds from ``90s``, ``30m``, ``24h`` or ``7d``."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.replace(".", "", 1).isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 30m, 24h or 7d")
+    return float(number) * units[unit]
+
+
 # parser
 
 
@@ -299,6 +348,39 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("directory", metavar="DIR")
     export.add_argument("--store", default=DEFAULT_STORE, help=f"store location (default: ./{DEFAULT_STORE})")
     export.set_defaults(run=cmd_export_oci_layout)
+
+    gc = commands.add_parser(
+        "gc",
+        help="remove blobs no tag reaches, and stale upload temporaries",
+        formatter_class=formatter,
+        description="Garbage-collect the store: mark every blob reachable from a tag or a catalog record, then\n"
+        "remove the others, and temporaries of killed uploads, once older than the grace period. The grace\n"
+        "period keeps the blobs of a build running at the same time, published before its tags.",
+        epilog="Examples:\n  modelyard gc --dry-run\n  modelyard gc --store s3://models/prod --grace 48h",
+    )
+    gc.add_argument("--store", default=DEFAULT_STORE, help=f"store location (default: ./{DEFAULT_STORE})")
+    gc.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
+    gc.add_argument(
+        "--grace", type=duration, default=DEFAULT_GRACE, metavar="DURATION", help="keep anything younger (default: 24h)"
+    )
+    gc.set_defaults(run=cmd_gc)
+
+    push = commands.add_parser(
+        "push",
+        help="copy images to another OCI registry, digests intact",
+        formatter_class=formatter,
+        description="Copy published images (every tag) to any OCI registry: blobs, then manifests, then tags,\n"
+        "byte for byte, so a digest means the same bytes everywhere. Blobs the registry has are skipped.\n"
+        "Credentials come from the Docker config (docker login, credential helpers) or from\n"
+        "REGISTRY_USERNAME and REGISTRY_PASSWORD.",
+        epilog="Examples:\n  modelyard push --to ghcr.io/my-org/models\n"
+        "  modelyard push --store s3://models/prod --to registry.example.com --only gpt2",
+    )
+    push.add_argument("--to", required=True, metavar="REGISTRY[/PREFIX]", help="destination, e.g. ghcr.io/my-org")
+    push.add_argument("--only", nargs="+", metavar="NAME", help="push only these repositories")
+    push.add_argument("--store", default=DEFAULT_STORE, help=f"store location (default: ./{DEFAULT_STORE})")
+    push.add_argument("--insecure", action="store_true", help="plain HTTP (a registry on localhost)")
+    push.set_defaults(run=cmd_push)
     return root
 
 

@@ -13,33 +13,15 @@ Example::
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.digest import HashingWriter, hex_of
 from pipeline.errors import IntegrityError, NotFoundError
-from pipeline.image import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Descriptor, canonical_json
+from pipeline.image import MEDIA_TYPE_INDEX, Descriptor, canonical_json
+from pipeline.references import reachable
 from pipeline.store import Store
 
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
-
-
-def reachable(store: Store, root: Descriptor) -> Iterator[Descriptor]:
-    """Every descriptor reachable from ``root`` (itself included), children after their parent."""
-    yield root
-    if root.media_type not in (MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST):
-        return
-    document = store.read_json_blob(root.digest)
-    children = (
-        document.get("manifests", [])
-        if root.media_type == MEDIA_TYPE_INDEX
-        else [
-            document["config"],
-            *document.get("layers", []),
-        ]
-    )
-    for child in children:
-        yield from reachable(store, Descriptor.from_json(child))
 
 
 def export_oci_layout(store: Store, name: str, tag: str, destination: Path) -> Descriptor:

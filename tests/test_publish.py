@@ -13,7 +13,8 @@ from pipeline.build import build_and_publish
 from pipeline.errors import SourceChangedError, StoreError
 from pipeline.estargz import LayerFile
 from pipeline.image import MEDIA_TYPE_INDEX, Descriptor, ImageMetadata, Platform
-from pipeline.oci_layout import export_oci_layout, reachable
+from pipeline.oci_layout import export_oci_layout
+from pipeline.references import reachable
 from pipeline.source import files_from_dir
 from pipeline.store import Store
 from tests.conftest import require_tool, run, verify_with_reference

@@ -174,6 +174,11 @@ class Store:
     def put_catalog(self, name: str, record: dict[str, Any]) -> None:
         self.backend.write(catalog_key(name), canonical_json(record))
 
+    def catalog_names(self) -> list[str]:
+        """Names that have a catalog record (a record can outlive its tags)."""
+        keys = (info.key for info in self.backend.list(CATALOG_PREFIX))
+        return sorted(key[len(CATALOG_PREFIX) : -len(".json")] for key in keys if key.endswith(".json"))
+
     def get_catalog(self, name: str) -> dict[str, Any] | None:
         try:
             value = json.loads(self.backend.read(catalog_key(name)))

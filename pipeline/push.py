@@ -1,0 +1,204 @@
+"""Copy published images to any OCI registry (GHCR, Docker Hub, Harbor, Artifact Registry), digests intact.
+
+oras-py provides the registry session: credentials from the Docker config (``~/.docker/config.json``,
+``DOCKER_CONFIG``, credential helpers) or ``REGISTRY_USERNAME``/``REGISTRY_PASSWORD``, and the token
+flows registries use. The bytes are sent as stored: blobs streamed from the store in one monolithic
+upload each (which every registry accepts, and never held whole in memory), manifests and indexes
+verbatim with their own media type, so the same digest means the same bytes everywhere. Order: blobs,
+then manifests by digest, then the index by digest, then its tags; blobs the registry has are skipped.
+
+Example::
+
+    push_images(open_store("store"), "ghcr.io/my-org/models", names=["gpt2"])
+    # then: skopeo inspect docker://ghcr.io/my-org/models/gpt2:latest
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import oras.provider
+import requests
+
+from pipeline.errors import ModelyardError, NotFoundError
+from pipeline.image import MANIFEST_MEDIA_TYPES, Descriptor
+from pipeline.names import check_name
+from pipeline.references import reachable
+from pipeline.store import Store
+
+UPLOAD_PIECE = 8 * 1024 * 1024
+
+
+class PushError(ModelyardError):
+    """The destination registry refused something."""
+
+
+@dataclass(frozen=True)
+class PushOutcome:
+    name: str
+    tags: tuple[str, ...]
+    digest: str
+    uploaded: int  # blob bytes sent (blobs the registry had are skipped)
+    skipped_blobs: int
+
+
+class _StoreStream:
+    """A blob read from the store as a file-like body with a known length, so requests streams it."""
+
+    def __init__(self, pieces: Iterator[bytes], size: int) -> None:
+        self._pieces = pieces
+        self._buffer = b""
+        self.len = size  # requests reads the body length from here
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            piece = next(self._pieces, None)
+            if piece is None:
+                break
+            self._buffer += piece
+        if size < 0:
+            data, self._buffer = self._buffer, b""
+        else:
+            data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+
+class Destination:
+    """A registry and an optional repository prefix, e.g. ``ghcr.io/my-org/models``."""
+
+    def __init__(self, location: str, insecure: bool = False) -> None:
+        host, _, prefix = location.strip("/").partition("/")
+        if not host:
+            raise PushError(f"{location!r} names no registry; expected host[:port][/prefix]")
+        if prefix:
+            check_name(prefix)
+        self.host = host
+        self.prefix = prefix
+        self.scheme = "http" if insecure else "https"
+        self.registry = oras.provider.Registry(hostname=host, insecure=insecure)
+        username, password = os.environ.get("REGISTRY_USERNAME"), os.environ.get("REGISTRY_PASSWORD")
+        if username and password:
+            self.registry.auth.set_basic_auth(username, password)
+        else:
+            self.registry.auth.load_configs(self.registry.get_container(f"{host}/{prefix or 'x'}"))
+
+    def repository(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def url(self, name: str, suffix: str) -> str:
+        return f"{self.scheme}://{self.host}/v2/{self.repository(name)}/{suffix}"
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        try:
+            response: requests.Response = self.registry.do_request(url, method, **kwargs)
+        except (requests.RequestException, ValueError) as err:
+            raise PushError(f"{method} {url}: {err}") from err
+        return response
+
+
+def push_images(
+    store: Store,
+    destination: str,
+    *,
+    names: Sequence[str] | None = None,
+    insecure: bool = False,
+    on_bytes: Callable[[int], None] | None = None,
+) -> list[PushOutcome]:
+    """Push every tag of ``names`` (default: every repository) to ``destination``."""
+    target = Destination(destination, insecure)
+    outcomes = []
+    for name in names or store.repositories():
+        tags = store.tags(check_name(name))
+        if not tags:
+            raise NotFoundError(f"{name} has no tags in {store.backend.url()}")
+        roots: dict[str, Descriptor] = {}
+        tags_of: dict[str, list[str]] = {}
+        for tag in tags:
+            descriptor = store.get_tag(name, tag)
+            if descriptor is not None:
+                roots[descriptor.digest] = descriptor
+                tags_of.setdefault(descriptor.digest, []).append(tag)
+        for digest, root in roots.items():
+            outcomes.append(_push_image(store, target, name, root, tags_of[digest], on_bytes))
+    return outcomes
+
+
+def _push_image(
+    store: Store,
+    target: Destination,
+    name: str,
+    root: Descriptor,
+    tags: list[str],
+    on_bytes: Callable[[int], None] | None,
+) -> PushOutcome:
+    descriptors = list({d.digest: d for d in reachable(store, root)}.values())  # parents first, each once
+    uploaded = skipped = 0
+    for descriptor in descriptors:
+        if descriptor.media_type in MANIFEST_MEDIA_TYPES:
+            continue
+        if _blob_exists(target, name, descriptor):
+            skipped += 1
+            continue
+        _upload_blob(store, target, name, descriptor, on_bytes)
+        uploaded += descriptor.size
+    for descriptor in reversed([d for d in descriptors if d.media_type in MANIFEST_MEDIA_TYPES]):
+        _put_manifest(store, target, name, descriptor, descriptor.digest)  # children before their index
+    for tag in tags:
+        _put_manifest(store, target, name, root, tag)
+    return PushOutcome(name, tuple(tags), root.digest, uploaded, skipped)
+
+
+def _blob_exists(target: Destination, name: str, descriptor: Descriptor) -> bool:
+    response = target.request("HEAD", target.url(name, f"blobs/{descriptor.digest}"))
+    return response.status_code == 200
+
+
+def _upload_blob(
+    store: Store, target: Destination, name: str, descriptor: Descriptor, on_bytes: Callable[[int], None] | None
+) -> None:
+    started = target.request("POST", target.url(name, "blobs/uploads/"))
+    location = started.headers.get("Location")
+    if started.status_code != 202 or not location:
+        raise PushError(f"{target.repository(name)}: the registry refused to start an upload ({started.status_code})")
+    if location.startswith("/"):
+        location = f"{target.scheme}://{target.host}{location}"
+    separator = "&" if "?" in location else "?"
+
+    def pieces() -> Iterator[bytes]:
+        for offset in range(0, descriptor.size, UPLOAD_PIECE):
+            end = min(offset + UPLOAD_PIECE, descriptor.size)
+            piece = b"".join(store.read_blob_range(descriptor.digest, offset, end))
+            if on_bytes is not None:
+                on_bytes(len(piece))
+            yield piece
+
+    response = target.request(
+        "PUT",
+        f"{location}{separator}digest={descriptor.digest}",
+        data=_StoreStream(pieces(), descriptor.size),
+        headers={"Content-Type": "application/octet-stream", "Content-Length": str(descriptor.size)},
+    )
+    if response.status_code != 201:
+        raise PushError(
+            f"{target.repository(name)}: upload of {descriptor.digest} failed ({response.status_code}): "
+            f"{response.text[:300]}"
+        )
+
+
+def _put_manifest(store: Store, target: Destination, name: str, descriptor: Descriptor, reference: str) -> None:
+    response = target.request(
+        "PUT",
+        target.url(name, f"manifests/{reference}"),
+        data=store.read_blob(descriptor.digest),  # the stored bytes, so the digest stays the same
+        headers={"Content-Type": descriptor.media_type},
+    )
+    if response.status_code not in (200, 201):
+        raise PushError(
+            f"{target.repository(name)}:{reference}: manifest refused ({response.status_code}): {response.text[:300]}"
+        )
+    pushed = response.headers.get("Docker-Content-Digest")
+    if pushed and pushed != descriptor.digest:
+        raise PushError(f"{target.repository(name)}:{reference}: the registry stored {pushed}, not {descriptor.digest}")
