@@ -114,9 +114,9 @@ class S3:
     server: ThreadedMotoServer
 
 
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3]:
-    """A moto S3 server on 127.0.0.1 with a bucket ``models``; this process's boto3 points at it."""
+@contextmanager
+def moto_s3(bucket: str = "models") -> Iterator[S3]:
+    """A moto S3 server on 127.0.0.1 with one bucket; this process's boto3 points at it meanwhile."""
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -126,12 +126,13 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3]:
         "AWS_SECRET_ACCESS_KEY": S3_SECRET,
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    import boto3
-
-    boto3.session.Session().client("s3").create_bucket(Bucket="models")
     try:
-        yield S3(env["AWS_ENDPOINT_URL"], env, server)
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in env.items():
+                patch.setenv(key, value)
+            import boto3
+
+            boto3.session.Session().client("s3").create_bucket(Bucket=bucket)
+            yield S3(env["AWS_ENDPOINT_URL"], env, server)
     finally:
         server.stop()

@@ -1,4 +1,4 @@
-"""Running the front-end: uvicorn (with uvloop and httptools when installed) on a socket bound here.
+"""Running the front-end: uvicorn with uvloop and httptools, on a socket bound here.
 
 The socket is bound before the server starts, so ``port=0`` picks a free port and the line printed
 on stderr names the real one (tests and scripts read it). The access log (one JSON line per request)
@@ -20,6 +20,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from worker.guard import access_log
+from worker.protocol import BoundedHttpToolsProtocol
 
 BACKLOG = 2048  # a burst of 64+ connections must not be refused while the loop is busy
 
@@ -50,7 +51,7 @@ def serve(app: ASGIApp, sock: socket.socket, on_ready: Callable[[str], None] | N
     config = uvicorn.Config(
         app,
         loop="auto",  # uvloop when installed
-        http="auto",  # httptools when installed
+        http=BoundedHttpToolsProtocol,  # httptools, with a bound on request heads
         log_config=None,
         access_log=False,  # ours is the JSON line of worker.guard
         server_header=False,

@@ -1,0 +1,214 @@
+"""Real clients against a real `modelyard serve`, over the local store and over S3 (moto).
+
+skopeo inspects and copies, oras fetches, buildah builds with ``COPY --from``, and the reference
+eStargz reader reads one file lazily; every digest is checked. Each server binds 127.0.0.1 on a free
+port and is stopped when its tests end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pipeline.build import BuiltImage
+from pipeline.image import MEDIA_TYPE_INDEX, canonical_json
+from pipeline.store import Store, open_store
+from tests.conftest import require_tool, run
+from tests.registry_fixtures import (
+    NAME,
+    S3_KEY_ID,
+    S3_SECRET,
+    RunningRegistry,
+    moto_s3,
+    publish,
+    running_registry,
+    small_model_files,
+)
+
+BIG = "org/big"
+BIG_WEIGHTS = 6 * 1024 * 1024
+
+
+@dataclass
+class Served:
+    backend: str  # "local" or "s3"
+    location: str
+    store: Store
+    registry: RunningRegistry
+    image: BuiltImage
+    files: dict[str, bytes]
+    big: BuiltImage
+    env: dict[str, str]  # what a process needs to reach the store
+
+    def ref(self, name: str = NAME, tag: str = "latest") -> str:
+        return f"docker://{self.registry.host}/{name}:{tag}"
+
+
+@pytest.fixture(scope="module", params=["local", "s3"])
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """A small and a multi-MiB image in a store of each kind, served by `modelyard serve`."""
+    workdir = tmp_path_factory.mktemp(f"served-{request.param}")
+    with moto_s3() if request.param == "s3" else contextlib.nullcontext() as s3:
+        location = "s3://models/prod" if s3 is not None else str(workdir / "store")
+        env = s3.env if s3 is not None else {}
+        store = open_store(location)
+        files = small_model_files()
+        image = publish(store, workdir / "model", files)
+        big = publish(store, workdir / "big", {"config.json": b'{"big": true}', "w.bin": os.urandom(BIG_WEIGHTS)}, BIG)
+        with running_registry(location, workdir / "server", env=env) as registry:
+            yield Served(request.param, location, store, registry, image, files, big, env)
+            logs = registry.logs()
+        assert S3_SECRET not in logs and S3_KEY_ID not in logs
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_skopeo_inspect(served: Served) -> None:
+    skopeo = require_tool("skopeo")
+    raw = run(skopeo, "inspect", "--tls-verify=false", "--raw", served.ref()).stdout
+    assert raw.encode() == served.store.read_blob(served.image.index.digest)
+    assert json.loads(raw)["mediaType"] == MEDIA_TYPE_INDEX
+    for blob in served.image.image.configs:
+        arch = json.loads(blob.data)["architecture"]
+        config = run(skopeo, "--override-arch", arch, "inspect", "--tls-verify=false", "--config", served.ref()).stdout
+        assert json.loads(config) == json.loads(blob.data)
+        info = json.loads(run(skopeo, "--override-arch", arch, "inspect", "--tls-verify=false", served.ref()).stdout)
+        assert info["Architecture"] == arch and info["Layers"] == [served.image.layer.digest]
+
+
+def test_skopeo_copy_to_oci_layouts(served: Served, tmp_path: Path) -> None:
+    skopeo = require_tool("skopeo")
+    one = tmp_path / "one"
+    run(skopeo, "copy", "--src-tls-verify=false", served.ref(), f"oci:{one}:latest")
+    copied = {p.name for p in (one / "blobs" / "sha256").iterdir()}
+    assert served.image.layer.digest.removeprefix("sha256:") in copied
+    every = tmp_path / "all"
+    run(skopeo, "copy", "--all", "--preserve-digests", "--src-tls-verify=false", served.ref(), f"oci:{every}:latest")
+    blobs = every / "blobs" / "sha256"
+    for blob in blobs.iterdir():
+        assert sha256_hex(blob.read_bytes()) == blob.name
+    (entry,) = json.loads((every / "index.json").read_bytes())["manifests"]
+    assert entry["digest"] == served.image.index.digest  # the index itself, verbatim
+    expected = {served.image.index.digest, served.image.layer.digest}
+    expected |= {b.descriptor.digest for b in (*served.image.image.manifests, *served.image.image.configs)}
+    assert {f"sha256:{p.name}" for p in blobs.iterdir()} == expected  # both platforms
+
+
+def test_oras_fetches_manifests_and_blobs(served: Served) -> None:
+    import oras.client
+
+    client = oras.client.OrasClient(hostname=served.registry.host, insecure=True)
+    target = f"{served.registry.host}/{NAME}"
+    index = client.get_manifest(f"{target}:latest", allowed_media_type=[MEDIA_TYPE_INDEX])
+    assert "sha256:" + sha256_hex(canonical_json(index)) == served.image.index.digest  # stored JSON is canonical
+    for descriptor in index["manifests"]:
+        manifest = client.get_manifest(f"{target}@{descriptor['digest']}")
+        assert "sha256:" + sha256_hex(canonical_json(manifest)) == descriptor["digest"]
+        for blob in (manifest["config"], *manifest["layers"]):
+            response = client.get_blob(f"{target}:latest", blob["digest"])
+            assert response.status_code == 200
+            assert "sha256:" + sha256_hex(response.content) == blob["digest"]
+            assert len(response.content) == blob["size"]
+
+
+def buildah_build(served: Served, workdir: Path, dockerfile: str) -> Path:
+    """Build ``dockerfile`` with buildah (vfs, chroot) and return the built filesystem."""
+    buildah = require_tool("buildah")
+    context = workdir / "context"
+    context.mkdir(parents=True)
+    (context / "Dockerfile").write_text(dockerfile)
+    output = workdir / "rootfs"
+    run(
+        buildah,
+        "--storage-driver",
+        "vfs",
+        "--root",
+        str(workdir / "root"),
+        "--runroot",
+        str(workdir / "runroot"),
+        "build",
+        "--isolation",
+        "chroot",
+        "--tls-verify=false",
+        "--output",
+        f"type=local,dest={output}",
+        str(context),
+    )
+    return output
+
+
+def test_buildah_copy_from_one_file(served: Served, tmp_path: Path) -> None:
+    rootfs = buildah_build(
+        served, tmp_path, f"FROM scratch\nCOPY --from={served.registry.host}/{NAME} /config.json /config.json\n"
+    )
+    assert (rootfs / "config.json").read_bytes() == served.files["config.json"]
+
+
+def test_buildah_copy_from_the_whole_tree(served: Served, tmp_path: Path) -> None:
+    rootfs = buildah_build(
+        served, tmp_path, f"FROM scratch\nCOPY --from={served.registry.host}/{NAME}:latest / /model/\n"
+    )
+    built = {
+        path.relative_to(rootfs / "model").as_posix(): path.read_bytes()
+        for path in (rootfs / "model").rglob("*")
+        if path.is_file()
+    }
+    assert built == served.files  # byte-identical, and no stargz.index.json in the image
+
+
+def test_lazy_read_of_one_file_fetches_under_one_percent(served: Served) -> None:
+    tool = require_tool("estargz-ref")
+    url = f"{served.registry.url}/v2/{BIG}/blobs/{served.big.layer.digest}"
+    result = run(tool, "lazyread", url, "config.json", "--toc-digest", served.big.layer.toc_digest)
+    report = json.loads(result.stdout)
+    assert report["ok"] and report["digest_matches_toc"] and report["toc_digest_verified"]
+    assert report["sha256"] == "sha256:" + sha256_hex(b'{"big": true}')
+    assert report["blob_size"] == served.big.layer.size > BIG_WEIGHTS
+    assert report["bytes_fetched"] < served.big.layer.size / 100
+
+
+def test_hostile_raw_requests_get_4xx_json(served: Served) -> None:
+    host, port = served.registry.host.split(":")
+    requests = [
+        b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n",
+        b"GET /v2/ HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: a\r\n" % i for i in range(10_000)) + b"\r\n",
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"GET /v2/\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
+        f"GET /v2/{NAME}/blobs/{served.image.layer.digest} HTTP/1.1\r\nHost: x\r\nRange: bytes=".encode()
+        + b"1-2," * 3000
+        + b"\r\n\r\n",
+    ]
+    for request in requests:
+        with socket.create_connection((host, int(port)), timeout=10) as connection:
+            connection.sendall(request)
+            answer = connection.recv(65536)
+        status = int(answer.split(b" ", 2)[1])
+        assert 400 <= status < 500, answer[:200]
+        assert b"content-type: application/json" in answer.lower()
+    assert httpx.get(f"{served.registry.url}/v2/").status_code == 200  # still serving
+
+
+@pytest.mark.parametrize("served", ["s3"], indirect=True)  # presigned URLs are an S3 feature
+def test_presigned_redirects_for_whole_blobs_only(served: Served, tmp_path: Path) -> None:
+    with running_registry(served.location, tmp_path, "--presign-seconds", "60", env=served.env) as registry:
+        url = f"{registry.url}/v2/{NAME}/blobs/{served.image.layer.digest}"
+        redirect = httpx.get(url)
+        assert redirect.status_code == 307
+        assert redirect.headers["location"].startswith(served.env["AWS_ENDPOINT_URL"])
+        followed = httpx.get(url, follow_redirects=True)
+        assert "sha256:" + sha256_hex(followed.content) == served.image.layer.digest
+        ranged = httpx.get(url, headers={"Range": "bytes=0-9,20-29"})
+        assert ranged.status_code == 206 and ranged.headers["content-type"].startswith("multipart/byteranges")
+        logs = registry.logs()
+    assert S3_SECRET not in logs and S3_KEY_ID not in logs
