@@ -40,6 +40,7 @@ from pipeline.push import push_images
 from pipeline.references import reachable
 from pipeline.source import files_from_dir
 from pipeline.store import DEFAULT_STORE, Store, open_store
+from worker import cli as serve
 
 DEFAULT_MODELS_FILE = "models/models.yaml"
 DEFAULT_CACHE_DIR = "~/.cache/modelyard/hub"
@@ -381,6 +382,8 @@ def parser() -> argparse.ArgumentParser:
     push.add_argument("--store", default=DEFAULT_STORE, help=f"store location (default: ./{DEFAULT_STORE})")
     push.add_argument("--insecure", action="store_true", help="plain HTTP (a registry on localhost)")
     push.set_defaults(run=cmd_push)
+
+    serve.register(commands)
     return root
 
 

@@ -8,8 +8,9 @@ Mark and sweep, safe beside a build that runs at the same time:
 
 A build publishes blobs before the tag that references them. Its new blobs are younger than the grace
 period, so they survive until its tag lands; a blob it reuses is refreshed (``Store.refresh_blob``) so
-it counts as young too. Anything wrong while marking (a tag pointing at a missing blob, a store
-error) stops the collection before anything is deleted.
+it counts as young too, and each candidate is looked at again just before it is deleted. Anything
+wrong while marking (a tag pointing at a missing blob, a store error) stops the collection before
+anything is deleted. Stale S3 multipart uploads (a killed process's) are aborted too.
 
 Example::
 
@@ -73,6 +74,7 @@ def collect_garbage(
 ) -> GcReport:
     """Sweep what no tag or catalog record reaches and is older than ``grace`` seconds."""
     candidates = list(store.backend.list(BLOBS_PREFIX)) + list(store.backend.list(UPLOADS_PREFIX))
+    incomplete = list(store.backend.incomplete_uploads())
     try:
         live = live_digests(store)
     except (ModelyardError, KeyError, ValueError) as err:
@@ -82,10 +84,20 @@ def collect_garbage(
     for info in candidates:
         if info.key.startswith(BLOBS_PREFIX) and f"sha256:{info.key[len(BLOBS_PREFIX) :]}" in live:
             report.kept += 1
-        elif now - info.modified < grace:
+            continue
+        # A build may have reused (and refreshed) a blob since it was listed: look again before deleting.
+        current = store.backend.stat(info.key) if now - info.modified >= grace else info
+        if current is None:
+            continue
+        if now - current.modified < grace:
             report.young += info.key.startswith(BLOBS_PREFIX)
-        else:
-            report.removed.append(info)
+            continue
+        report.removed.append(current)
+        if not dry_run:
+            store.backend.delete(info.key)
+    for upload in incomplete:
+        if now - upload.started >= grace:
+            report.removed.append(ObjectInfo(upload.key, 0, upload.started))
             if not dry_run:
-                store.backend.delete(info.key)
+                store.backend.abort_incomplete(upload)
     return report

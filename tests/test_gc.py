@@ -116,3 +116,14 @@ def test_the_gc_command(store: Store, tree: MakeTree, capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit):
         main(["gc", "--store", root, "--grace", "soon"])
     assert "is not a duration like 90s, 30m, 24h or 7d" in capsys.readouterr().err
+
+
+def test_a_reused_old_blob_is_refreshed_and_kept(store: Store, tree: MakeTree) -> None:
+    built = publish(store, tree, "org/a", b"a")
+    store.delete_tag("org/a", "latest")
+    store.backend.delete("catalog/org/a.json")
+    for digest in blobs(store):
+        age(store, blob_key(digest), 2 * HOUR)  # old and unreferenced: garbage, until...
+    publish(store, tree, "org/a", b"a")  # ...a build reuses every one of them
+    report = collect_garbage(store, grace=HOUR)
+    assert report.removed == [] and blobs(store) == digests(store, built)

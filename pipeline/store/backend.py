@@ -22,6 +22,15 @@ class ObjectInfo:
     modified: float  # Unix time
 
 
+@dataclass(frozen=True)
+class IncompleteUpload:
+    """An upload a killed process left open: invisible to readers, yet stored (and billed)."""
+
+    key: str
+    upload_id: str
+    started: float  # Unix time
+
+
 class Upload(Protocol):
     """A streaming write to a temporary object, made visible under its final key by ``commit``."""
 
@@ -62,6 +71,16 @@ class Backend(Protocol):
         ...
 
     def delete(self, key: str) -> None: ...
+
+    def touch(self, key: str) -> None:
+        """Make an existing object count as just written, so gc's grace period protects it again."""
+        ...
+
+    def incomplete_uploads(self) -> Iterator[IncompleteUpload]:
+        """Streaming uploads started and never completed nor aborted (S3 multipart uploads)."""
+        ...
+
+    def abort_incomplete(self, upload: IncompleteUpload) -> None: ...
 
     def presigned_url(self, key: str, expires_in: int) -> str | None:
         """A URL that lets anyone GET ``key`` for ``expires_in`` seconds, or None if the backend has none."""

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.errors import NotFoundError, StoreError
-from pipeline.store.backend import UPLOADS_PREFIX, ObjectInfo, check_key
+from pipeline.store.backend import UPLOADS_PREFIX, IncompleteUpload, ObjectInfo, check_key
 
 READ_PIECE = 1024 * 1024
 # Start writing back every this many bytes of an upload, so the fsync at commit has little left to do.
@@ -160,6 +160,15 @@ class LocalBackend:
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path(key).unlink()
+
+    def touch(self, key: str) -> None:
+        os.utime(self.path(key))
+
+    def incomplete_uploads(self) -> Iterator[IncompleteUpload]:
+        return iter(())  # a killed upload leaves a plain file under uploads/, which list() shows
+
+    def abort_incomplete(self, upload: IncompleteUpload) -> None:
+        self.delete(upload.key)
 
     def presigned_url(self, key: str, expires_in: int) -> None:
         return None  # files have no URL of their own: the registry serves them

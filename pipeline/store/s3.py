@@ -33,13 +33,14 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline.errors import NotFoundError, StoreError
-from pipeline.store.backend import UPLOADS_PREFIX, ObjectInfo, check_key
+from pipeline.store.backend import UPLOADS_PREFIX, IncompleteUpload, ObjectInfo, check_key
 
 MIN_PART_SIZE = 8 * 1024 * 1024
 MAX_PARTS = 10_000
 PARTS_PER_SIZE_STEP = 1_000  # part size doubles every 1,000 parts: 10,000 parts then hold > 5 TB
 UPLOAD_CONCURRENCY = 4
 READ_PIECE = 1024 * 1024
+COPY_OBJECT_LIMIT = 5 * 1024**3  # CopyObject's limit; larger objects are copied in parts
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 
 
@@ -238,7 +239,7 @@ class S3Backend:
                 self.bucket,
                 self.object_key(target),
                 ExtraArgs={"ChecksumAlgorithm": "SHA256"},
-                Config=TransferConfig(multipart_threshold=5 * 1024**3, multipart_chunksize=512 * 1024**2),
+                Config=TransferConfig(multipart_threshold=COPY_OBJECT_LIMIT, multipart_chunksize=512 * 1024**2),
             )
         except (ClientError, BotoCoreError) as err:
             raise StoreError(f"S3 copy {source} to {target} in {self.url()} failed: {err}") from err
@@ -256,6 +257,34 @@ class S3Backend:
 
     def delete(self, key: str) -> None:
         self.call("delete_object", key)
+
+    def touch(self, key: str) -> None:
+        """Rewrite the object onto itself, server-side, for a new LastModified."""
+        info = self.stat(key)
+        if info is None:
+            raise NotFoundError(f"{key} is not in {self.url()}")
+        if info.size <= COPY_OBJECT_LIMIT:
+            source = {"Bucket": self.bucket, "Key": self.object_key(key)}
+            self.call("copy_object", key, CopySource=source, MetadataDirective="REPLACE", ChecksumAlgorithm="SHA256")
+        else:
+            self.copy(key, key)  # a multipart copy makes a new object, hence a new time
+
+    def incomplete_uploads(self) -> Iterator[IncompleteUpload]:
+        base = f"{self.prefix}/" if self.prefix else ""
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=base + UPLOADS_PREFIX
+            )
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    yield IncompleteUpload(
+                        upload["Key"][len(base) :], upload["UploadId"], upload["Initiated"].timestamp()
+                    )
+        except (ClientError, BotoCoreError) as err:
+            raise StoreError(f"S3 list incomplete uploads in {self.url()} failed: {err}") from err
+
+    def abort_incomplete(self, upload: IncompleteUpload) -> None:
+        self.call("abort_multipart_upload", upload.key, UploadId=upload.upload_id)
 
     def presigned_url(self, key: str, expires_in: int) -> str:
         """A presigned GET URL (signed locally, no request made). It names the access key id, as SigV4 does."""

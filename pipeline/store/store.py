@@ -73,6 +73,7 @@ class BlobWriter(HashingWriter):
             raise IntegrityError(f"blob digest is {digest}, expected {expected}; not stored")
         if self._store.has_blob(digest):
             self._upload.abort()  # blobs are immutable: the one already there has these very bytes
+            self._store.refresh_blob(digest)
         else:
             self._upload.commit(blob_key(digest))
         self.committed = True
@@ -122,9 +123,15 @@ class Store:
     def put_blob(self, data: bytes) -> str:
         """Store a small blob (a config, manifest or index) unless it is already there."""
         digest = sha256_digest(data)
-        if not self.has_blob(digest):
+        if self.has_blob(digest):
+            self.refresh_blob(digest)
+        else:
             self.backend.write(blob_key(digest), data)
         return digest
+
+    def refresh_blob(self, digest: str) -> None:
+        """Mark a reused blob as just written: gc spares it until the tag about to reference it lands."""
+        self.backend.touch(blob_key(digest))
 
     def blob_writer(self) -> BlobWriter:
         return BlobWriter(self, self.backend.upload())
