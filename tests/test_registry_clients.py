@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,3 +213,21 @@ def test_presigned_redirects_for_whole_blobs_only(served: Served, tmp_path: Path
         assert ranged.status_code == 206 and ranged.headers["content-type"].startswith("multipart/byteranges")
         logs = registry.logs()
     assert S3_SECRET not in logs and S3_KEY_ID not in logs
+
+
+def test_the_real_server_logs_a_json_line_per_request(served: Served) -> None:
+    def logged() -> list[tuple[str, int]]:
+        lines = served.registry.stdout.read_text().splitlines()
+        return [(line["path"], line["status"]) for line in map(json.loads, lines)]
+
+    time.sleep(0.3)  # let earlier lines reach the log: they are written in batches
+    before = len(logged())
+    paths = [f"/v2/{NAME}/manifests/latest", "/v2/org/missing/tags/list", "/healthz"]
+    for path in paths:
+        httpx.get(served.registry.url + path)
+    deadline = time.monotonic() + 5
+    while len(logged()) < before + len(paths) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert logged()[before:] == [(paths[0], 200), (paths[1], 404), (paths[2], 200)]
+    metrics = httpx.get(served.registry.url + "/metrics").text
+    assert f'modelyard_pulls_total{{repository="{NAME}",tag="latest"}}' in metrics

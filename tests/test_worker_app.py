@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import logging
 import re
 from collections.abc import Iterator
 from email.parser import BytesParser
@@ -19,6 +19,7 @@ from pipeline.image import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST
 from pipeline.store import LocalBackend, ObjectInfo, Store
 from pipeline.store.s3 import S3Backend
 from tests.registry_fixtures import NAME, publish, small_model_files
+from worker.accesslog import AccessLog
 from worker.app import IMMUTABLE, create_app
 from worker.config import RegistryConfig
 from worker.metrics import Metrics
@@ -279,17 +280,22 @@ def test_health_and_pull_counters(client: TestClient, image: BuiltImage) -> None
     assert f'modelyard_digest_pulls_total{{repository="{NAME}"}} 1\n' in text
 
 
-def test_an_access_log_line_per_request(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="modelyard.access"):
-        client.get(f"/v2/{NAME}/manifests/latest", headers={"Authorization": "Bearer sekrit"})
-        client.delete("/v2/")
-    lines = [json.loads(record.getMessage()) for record in caplog.records if record.name == "modelyard.access"]
+def test_an_access_log_line_per_request(store: Store, image: BuiltImage) -> None:
+    stream = io.StringIO()
+    access_log = AccessLog(stream)
+    client = TestClient(create_app(store, access_log=access_log))
+    client.get(f"/v2/{NAME}/manifests/latest", headers={"Authorization": "Bearer sekrit"})
+    client.get(f"/v2/{NAME}/tags/list?n=1&token=sekrit2")
+    client.delete("/v2/")
+    access_log.flush()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [(line["method"], line["path"], line["status"]) for line in lines] == [
         ("GET", f"/v2/{NAME}/manifests/latest", 200),
+        ("GET", f"/v2/{NAME}/tags/list", 200),
         ("DELETE", "/v2/", 405),
     ]
-    assert lines[0]["bytes"] > 0 and lines[0]["ms"] >= 0
-    assert "sekrit" not in caplog.text
+    assert lines[0]["bytes"] == image.index.size and lines[0]["ms"] >= 0 and lines[0]["client"]
+    assert "sekrit" not in stream.getvalue()
 
 
 def test_tag_lookups_are_cached_briefly(store: Store, image: BuiltImage, tmp_path: Path) -> None:

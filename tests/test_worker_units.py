@@ -190,6 +190,9 @@ def test_site_keys() -> None:
         with pytest.raises(RegistryError) as caught:
             site_key(hostile)
         assert caught.value.status == 400
+    with pytest.raises(RegistryError) as caught:
+        site_key("/" + "x" * 256)  # longer than any file name can be
+    assert caught.value.status == 404
     assert content_type("index.html") == "text/html; charset=utf-8"
     assert content_type("data.bin") == "application/octet-stream"
 

@@ -14,7 +14,7 @@ Routes (GET and HEAD only; anything else is 405 UNSUPPORTED):
 
 Example::
 
-    app = create_app(open_store("store"))
+    app = create_app(open_store("store"), access_log=AccessLog(sys.stdout))
     uvicorn.run(app, host="127.0.0.1", port=5000)
 """
 
@@ -31,6 +31,7 @@ from pipeline.image import MEDIA_TYPE_INDEX, canonical_json
 from pipeline.store import Store
 from pipeline.store.store import REPOSITORIES_PREFIX
 from worker import paths, site
+from worker.accesslog import AccessLog
 from worker.config import RegistryConfig
 from worker.content import Content, StoredManifest, in_thread
 from worker.errors import RegistryError
@@ -55,7 +56,12 @@ API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 EMPTY_INDEX = canonical_json({"schemaVersion": 2, "mediaType": MEDIA_TYPE_INDEX, "manifests": []})
 
 
-def create_app(store: Store, config: RegistryConfig | None = None, metrics: Metrics | None = None) -> ASGIApp:
+def create_app(
+    store: Store,
+    config: RegistryConfig | None = None,
+    metrics: Metrics | None = None,
+    access_log: AccessLog | None = None,
+) -> ASGIApp:
     """The ASGI app serving ``store``: the registry API under /v2/, the site at /."""
     registry = Registry(store, config or RegistryConfig(), metrics or Metrics())
     routes = [
@@ -66,7 +72,7 @@ def create_app(store: Store, config: RegistryConfig | None = None, metrics: Metr
         Route("/{path:path}", registry.site),
     ]
     # A bare Router, not a Starlette app: the guard answers every error itself (JSON, never a plain 500).
-    return Guard(Router(routes=routes, default=_no_route), registry.metrics)
+    return Guard(Router(routes=routes, default=_no_route), registry.metrics, access_log)
 
 
 class Registry:

@@ -13,6 +13,7 @@ import sys
 
 from pipeline.store import DEFAULT_STORE, Store, open_store
 from pipeline.store.s3 import S3Backend
+from worker.accesslog import AccessLog
 from worker.app import create_app
 from worker.config import RegistryConfig
 from worker.server import bind, configure_logging, serve
@@ -79,13 +80,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = RegistryConfig(
         cache_seconds=args.cache_seconds, public_blob_url=args.public_blob_url, presign_seconds=args.presign_seconds
     )
-    configure_logging(access=not args.no_access_log)
+    configure_logging()
+    access_log = None if args.no_access_log else AccessLog(sys.stdout)
     sock = bind(args.host, args.port)
 
     def announce(url: str) -> None:
         print(f"serving {store.backend.url()} on {url} (Ctrl-C stops)", file=sys.stderr, flush=True)
 
-    serve(create_app(store, config), sock, on_ready=announce)
+    try:
+        serve(create_app(store, config, access_log=access_log), sock, on_ready=announce)
+    finally:
+        if access_log is not None:
+            access_log.flush()
     return 0
 
 

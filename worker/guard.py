@@ -5,41 +5,38 @@ Every request passes here, so this is where the promises that hold for all of th
 - a method other than GET or HEAD gets 405 UNSUPPORTED, and a path hiding '/' as %2F gets 400;
 - a :class:`RegistryError` becomes the spec's JSON error; a store that fails (``StoreError``,
   ``OSError``) becomes 503 with ``Retry-After``; a bug becomes a JSON 500 and a logged traceback;
-- one JSON line per request goes to the ``modelyard.access`` logger: method, path, status, bytes,
-  duration, client. Never headers, query strings or store details, so no credential can leak.
+- every request is counted, and logged as one JSON line when an :class:`AccessLog` is given.
 
 Example::
 
-    app = Guard(Router(routes=...), Metrics())
+    app = Guard(Router(routes=...), Metrics(), AccessLog(sys.stdout))
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from datetime import UTC, datetime
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.errors import StoreError
+from worker.accesslog import AccessLog, clip
 from worker.errors import RegistryError
 from worker.metrics import Metrics
 from worker.paths import has_encoded_slash
 
-access_log = logging.getLogger("modelyard.access")
 log = logging.getLogger("modelyard.worker")
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 API_VERSION_HEADER = (b"docker-distribution-api-version", b"registry/2.0")
-_LOGGED_PATH_LENGTH = 512
 
 
 class Guard:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: AccessLog | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,12 +62,17 @@ class Guard:
             if status == 0 and isinstance(error, Exception):
                 await _send_error(scope, send_counting, _error_answer(error))
             else:
-                log.warning("answer to %s %s broken off: %r", scope["method"], _clip(scope["path"]), error)
+                log.warning("answer to %s %s broken off: %r", scope["method"], clip(scope["path"]), error)
                 if not isinstance(error, Exception):
                     raise
         finally:
             self.metrics.count_response(scope["method"], status, sent)
-            _log_access(scope, status, sent, time.perf_counter() - started)
+            if self.access_log is not None:
+                client = scope.get("client")
+                seconds = time.perf_counter() - started
+                self.access_log.record(
+                    client[0] if client else None, scope["method"], scope["path"], status, sent, seconds
+                )
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] not in READ_METHODS:
@@ -101,23 +103,3 @@ async def _send_error(scope: Scope, send: Send, error: RegistryError) -> None:
         headers.append(API_VERSION_HEADER)
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-def _log_access(scope: Scope, status: int, sent: int, seconds: float) -> None:
-    if not access_log.isEnabledFor(logging.INFO):
-        return
-    client = scope.get("client")
-    line = {
-        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        "client": client[0] if client else None,
-        "method": _clip(scope["method"]),
-        "path": _clip(scope["path"]),
-        "status": status,
-        "bytes": sent,
-        "ms": round(seconds * 1000, 2),
-    }
-    access_log.info(json.dumps(line, ensure_ascii=True))
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= _LOGGED_PATH_LENGTH else text[:_LOGGED_PATH_LENGTH] + "…"

@@ -1,16 +1,17 @@
 """Running the front-end: uvicorn with uvloop and httptools, on a socket bound here.
 
-The socket is bound before the server starts, so ``port=0`` picks a free port and the line printed
-on stderr names the real one (tests and scripts read it). The access log (one JSON line per request)
-goes to stdout, everything else to stderr.
+The socket is bound before the server starts, so ``port=0`` picks a free port and ``on_ready``
+gets the real one (tests and scripts read it from the line the CLI prints). Warnings and errors go
+to stderr; the access log is the app's (worker.accesslog).
 
 Example::
 
-    serve(create_app(open_store("store")), host="127.0.0.1", port=5000)
+    serve(create_app(open_store("store")), bind("127.0.0.1", 5000))
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import sys
@@ -19,7 +20,6 @@ from collections.abc import Callable
 import uvicorn
 from starlette.types import ASGIApp
 
-from worker.guard import access_log
 from worker.protocol import BoundedHttpToolsProtocol
 
 BACKLOG = 2048  # a burst of 64+ connections must not be refused while the loop is busy
@@ -35,18 +35,16 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def configure_logging(access: bool = True, level: int = logging.INFO) -> None:
-    """Access lines (JSON) on stdout; warnings and errors of the worker and uvicorn on stderr."""
-    access_handler = logging.StreamHandler(sys.stdout)
-    access_handler.setFormatter(logging.Formatter("%(message)s"))
-    access_log.handlers[:] = [access_handler]
-    access_log.propagate = False
-    access_log.setLevel(logging.INFO if access else logging.WARNING)
+def configure_logging(level: int = logging.INFO) -> None:
+    """Warnings and errors of the worker and uvicorn, with a time, on stderr."""
     logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def serve(app: ASGIApp, sock: socket.socket, on_ready: Callable[[str], None] | None = None) -> None:
-    """Serve ``app`` on the bound ``sock`` until SIGINT or SIGTERM; ``on_ready`` gets the base URL."""
+    """Serve ``app`` on the bound ``sock`` until SIGINT or SIGTERM; ``on_ready`` gets the base URL.
+
+    Returns after a graceful shutdown on SIGINT (Ctrl-C); SIGTERM ends the process once shut down.
+    """
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(
         app,
@@ -63,4 +61,6 @@ def serve(app: ASGIApp, sock: socket.socket, on_ready: Callable[[str], None] | N
     if on_ready is not None:
         netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         on_ready(f"http://{netloc}")
-    server.run(sockets=[sock])
+    # uvicorn re-raises Ctrl-C after its graceful shutdown: that is the normal way out.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=[sock])

@@ -21,20 +21,24 @@ from worker.errors import RegistryError
 
 INDEX = "index.html"
 CACHE_CONTROL = "public, max-age=60"  # the site changes on every publish: browsers recheck soon
-MAX_PATH_LENGTH = 1024
+MAX_PATH_BYTES = 512  # S3 keys stop at 1024 bytes, prefix included: stay well below
+MAX_COMPONENT_BYTES = 255  # NAME_MAX: a longer file name cannot exist (and the OS would refuse to look)
 
 
 def site_key(path: str) -> str:
     """The key under ``site/`` that serves ``path``: directories (a trailing '/') serve their index.html."""
-    if len(path) > MAX_PATH_LENGTH or not path.startswith("/"):
+    if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES or not path.startswith("/"):
         raise RegistryError.not_found()
     relative = path[1:]
     if relative == "" or relative.endswith("/"):
         relative += INDEX
     try:
-        return check_key(relative)
+        key = check_key(relative)
     except StoreError as error:
         raise RegistryError.bad_path("invalid path: '.', '..', empty components and backslashes are refused") from error
+    if any(len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES for part in key.split("/")):
+        raise RegistryError.not_found()
+    return key
 
 
 def content_type(key: str) -> str:

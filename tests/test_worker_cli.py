@@ -1,0 +1,54 @@
+"""`modelyard serve`: its options, its help, and what it builds from them."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from pipeline.store import LocalBackend
+from pipeline.store.s3 import S3Backend
+from worker.cli import open_serving_store, register
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="modelyard")
+    register(root.add_subparsers(dest="command", required=True))
+    return root
+
+
+def test_defaults_and_options() -> None:
+    args = parser().parse_args(["serve"])
+    assert (args.store, args.host, args.port, args.cache_seconds, args.presign_seconds) == (
+        "store",
+        "127.0.0.1",
+        5000,
+        5.0,
+        0,
+    )
+    args = parser().parse_args(
+        ["serve", "--store", "s3://b/p", "--port", "0", "--public-blob-url", "https://cdn.example"]
+    )
+    assert (args.store, args.port, args.public_blob_url) == ("s3://b/p", 0, "https://cdn.example")
+
+
+def test_redirect_options_exclude_each_other(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parser().parse_args(["serve", "--public-blob-url", "https://x", "--presign-seconds", "60"])
+    assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_help_teaches_by_example(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parser().parse_args(["serve", "--help"])
+    text = capsys.readouterr().out
+    assert "modelyard serve --store s3://models/prod" in text
+    assert "COPY --from=127.0.0.1:5000/org/model /config.json ." in text
+
+
+def test_the_served_store(tmp_path: object) -> None:
+    assert isinstance(open_serving_store("some/dir").backend, LocalBackend)
+    backend = open_serving_store("s3://models/prod").backend
+    assert isinstance(backend, S3Backend) and (backend.bucket, backend.prefix) == ("models", "prod")
+    assert backend.client.meta.config.connect_timeout == 3  # a store that is down answers 503 quickly
