@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import socket
+from pathlib import Path
 
 import pytest
 
+from pipeline.errors import ModelyardError
 from pipeline.store import LocalBackend
 from pipeline.store.s3 import S3Backend
 from worker.cli import open_serving_store, register
@@ -47,8 +50,20 @@ def test_help_teaches_by_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert "COPY --from=127.0.0.1:5000/org/model /config.json ." in text
 
 
-def test_the_served_store(tmp_path: object) -> None:
-    assert isinstance(open_serving_store("some/dir").backend, LocalBackend)
+def test_the_served_store(tmp_path: Path) -> None:
+    assert isinstance(open_serving_store(str(tmp_path)).backend, LocalBackend)
+    with pytest.raises(ModelyardError, match="no store at"):
+        open_serving_store(str(tmp_path / "missing"))
     backend = open_serving_store("s3://models/prod").backend
     assert isinstance(backend, S3Backend) and (backend.bucket, backend.prefix) == ("models", "prod")
     assert backend.client.meta.config.connect_timeout == 3  # a store that is down answers 503 quickly
+
+
+def test_a_busy_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        args = parser().parse_args(["serve", "--store", str(tmp_path), "--port", str(port)])
+        with pytest.raises(ModelyardError, match=f"cannot listen on 127.0.0.1:{port}"):
+            args.run(args)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from pipeline.errors import ModelyardError
 from pipeline.store import DEFAULT_STORE, Store, open_store
 from pipeline.store.s3 import S3Backend
 from worker.accesslog import AccessLog
@@ -82,10 +84,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     configure_logging()
     access_log = None if args.no_access_log else AccessLog(sys.stdout)
-    sock = bind(args.host, args.port)
+    try:
+        sock = bind(args.host, args.port)
+    except OSError as error:
+        raise ModelyardError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error}") from error
 
     def announce(url: str) -> None:
         print(f"serving {store.backend.url()} on {url} (Ctrl-C stops)", file=sys.stderr, flush=True)
+        host = url.removeprefix("http://")
+        print(f"try: skopeo inspect --tls-verify=false docker://{host}/<name>:latest", file=sys.stderr, flush=True)
 
     try:
         serve(create_app(store, config, access_log=access_log), sock, on_ready=announce)
@@ -98,6 +105,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def open_serving_store(location: str) -> Store:
     """The store to serve; on S3 with short timeouts and few retries, so a store that is down gets 503 fast."""
     if not location.startswith("s3://"):
+        if not Path(location).is_dir():
+            raise ModelyardError(f"no store at {location}: build into it first (modelyard build), or pass --store")
         return open_store(location)
     import boto3
     from botocore.config import Config
