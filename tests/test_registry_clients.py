@@ -231,3 +231,23 @@ def test_the_real_server_logs_a_json_line_per_request(served: Served) -> None:
     assert logged()[before:] == [(paths[0], 200), (paths[1], 404), (paths[2], 200)]
     metrics = httpx.get(served.registry.url + "/metrics").text
     assert f'modelyard_pulls_total{{repository="{NAME}",tag="latest"}}' in metrics
+
+
+@pytest.mark.parametrize("served", ["local"], indirect=True)
+def test_a_large_blob_streams_in_constant_memory(served: Served) -> None:
+    size = 256 * 1024 * 1024
+    piece = os.urandom(1024 * 1024)
+    with served.store.blob_writer() as writer:
+        for index in range(size // len(piece)):
+            writer.write(piece[index:] + piece[:index])  # no two pieces alike
+        digest = writer.commit()
+    received = hashlib.sha256()
+    with httpx.stream("GET", f"{served.registry.url}/v2/{NAME}/blobs/{digest}", timeout=60) as response:
+        assert response.status_code == 200 and response.headers["content-length"] == str(size)
+        for chunk in response.iter_bytes():
+            received.update(chunk)
+    assert "sha256:" + received.hexdigest() == digest
+    status = Path(f"/proc/{served.registry.process.pid}/status").read_text()
+    peak_kib = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
+    # The server idles at about 50 MB; a blob held in memory would add its 256 MiB.
+    assert peak_kib * 1024 < 100e6, f"the server's peak RSS was {peak_kib} KiB while streaming {size} bytes"

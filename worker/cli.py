@@ -37,7 +37,7 @@ front (a reverse proxy), or to be told the registry is insecure.
 """
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``serve`` to the ``modelyard`` subcommands."""
     command = commands.add_parser(
         "serve",
