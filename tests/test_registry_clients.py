@@ -207,6 +207,7 @@ def test_presigned_redirects_for_whole_blobs_only(served: Served, tmp_path: Path
         redirect = httpx.get(url)
         assert redirect.status_code == 307
         assert redirect.headers["location"].startswith(served.env["AWS_ENDPOINT_URL"])
+        assert S3_SECRET not in redirect.headers["location"]  # signed with it, never showing it
         followed = httpx.get(url, follow_redirects=True)
         assert "sha256:" + sha256_hex(followed.content) == served.image.layer.digest
         ranged = httpx.get(url, headers={"Range": "bytes=0-9,20-29"})
@@ -251,3 +252,20 @@ def test_a_large_blob_streams_in_constant_memory(served: Served) -> None:
     peak_kib = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
     # The server idles at about 50 MB; a blob held in memory would add its 256 MiB.
     assert peak_kib * 1024 < 100e6, f"the server's peak RSS was {peak_kib} KiB while streaming {size} bytes"
+
+
+def test_s3_going_down_gets_503_with_retry_after(tmp_path: Path) -> None:
+    with moto_s3() as s3:
+        publish(open_store("s3://models/down"), tmp_path / "model", {"config.json": b"{}"})
+        with running_registry("s3://models/down", tmp_path / "server", "--cache-seconds", "0", env=s3.env) as registry:
+            manifest = f"{registry.url}/v2/{NAME}/manifests/latest"
+            assert httpx.get(manifest).status_code == 200
+            s3.server.stop()
+            started = time.monotonic()
+            for path in (manifest, f"{registry.url}/v2/{NAME}/tags/list", f"{registry.url}/healthz"):
+                response = httpx.get(path, timeout=30)
+                assert response.status_code == 503 and response.headers["retry-after"].isdigit(), path
+                assert response.json()["errors"][0]["code"] == "UNAVAILABLE"
+            assert time.monotonic() - started < 15  # short timeouts and few retries: clients hear soon
+            logs = registry.logs()
+    assert "store unavailable" in logs and S3_SECRET not in logs and S3_KEY_ID not in logs

@@ -71,7 +71,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=int,
         default=0,
         metavar="S",
-        help="answer whole-blob GETs with 307 to a presigned S3 URL valid S seconds (ranges are always served here)",
+        help="answer whole-blob GETs with 307 to a presigned S3 URL valid S seconds (ranges are always served "
+        "here). A presigned URL names the access key id (never the secret): presign with a read-only key",
     )
     command.add_argument("--no-access-log", action="store_true", help="do not log a JSON line per request")
     command.set_defaults(run=cmd_serve)
