@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from pipeline.build import BuiltImage
 from pipeline.errors import StoreError
 from pipeline.image import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST
-from pipeline.store import LocalBackend, ObjectInfo, Store
+from pipeline.store import LocalBackend, ObjectInfo, Store, blob_key
 from pipeline.store.s3 import S3Backend
 from tests.registry_fixtures import NAME, publish, small_model_files
 from worker.accesslog import AccessLog
@@ -357,3 +357,12 @@ def test_an_unreachable_s3_gets_503_quickly(monkeypatch: pytest.MonkeyPatch) -> 
     response = client.get("/v2/org/model/manifests/latest")
     assert response.status_code == 503 and errors_of(response) == ["UNAVAILABLE"]
     assert "unreachable-secret" not in response.text and "AKIAUNREACHABLE" not in response.text
+
+
+def test_a_blob_deleted_after_its_lookup_is_404(store: Store, image: BuiltImage) -> None:
+    client = TestClient(create_app(store, RegistryConfig(cache_seconds=60)))
+    path = f"/v2/{NAME}/blobs/{image.layer.digest}"
+    assert client.head(path).status_code == 200  # its size is cached now
+    store.backend.delete(blob_key(image.layer.digest))  # garbage-collected meanwhile
+    response = client.get(path)
+    assert response.status_code == 404 and errors_of(response) == ["BLOB_UNKNOWN"]

@@ -1,9 +1,9 @@
 """The store as the registry reads it: async, cached, and never blocking the event loop.
 
 Store calls are synchronous (files, boto3), so each runs in a worker thread. Tag lookups and
-listings are cached for ``cache_seconds`` (a tag moved by a publish shows within that time);
-manifests and blob sizes, being content-addressed, are cached longer. Hot manifest GETs are then
-answered without leaving the event loop.
+listings, and blob sizes, are cached for ``cache_seconds`` (a tag moved by a publish shows within
+that time); manifests, being content-addressed and small, are cached longer. Hot manifest GETs are
+then answered without leaving the event loop.
 
 Example::
 
@@ -110,10 +110,18 @@ class Content:
 
     def read_blob(self, digest: str, start: int, end: int) -> Iterator[bytes]:
         """A synchronous iterator over bytes ``start:end`` of a blob (drive it with :func:`in_thread`)."""
-        return self.store.read_blob_range(digest, start, end)
+        return _or_gone(self.store.read_blob_range(digest, start, end), RegistryError.blob_unknown(digest))
 
     def read_site(self, key: str, size: int) -> Iterator[bytes]:
-        return self.store.backend.read_range(SITE_PREFIX + key, 0, size)
+        return _or_gone(self.store.backend.read_range(SITE_PREFIX + key, 0, size), RegistryError.not_found())
+
+
+def _or_gone(pieces: Iterator[bytes], gone: RegistryError) -> Iterator[bytes]:
+    """``pieces``, but an object deleted since it was looked up is a 404, not a store failure (503)."""
+    try:
+        yield from pieces
+    except NotFoundError as error:
+        raise gone from error
 
 
 async def in_thread(call: Callable[[], T]) -> T:
