@@ -187,7 +187,8 @@ def write_layer(
 ) -> LayerResult:
     """Stream the eStargz layer of ``files`` into ``sink`` and describe what was written.
 
-    Memory stays bounded by a few chunks per thread whatever the files' sizes. ``on_progress`` is called
+    ``sink`` receives exactly the blob, from its first byte. Memory stays bounded by a few chunks per
+    thread whatever the files' sizes. ``on_progress`` is called
     with the number of content bytes each time a chunk has been read. A file whose size differs from the
     listed one raises :class:`SourceChangedError`; the sink then holds a partial blob the caller discards.
 
@@ -197,7 +198,8 @@ def write_layer(
     """
     check_compressor()
     out = sink if isinstance(sink, HashingWriter) else HashingWriter(sink)
-    start_size = out.size
+    if out.size:
+        raise ValueError("write_layer writes a whole blob: the sink must be empty")
     plan = LayerPlan(files, mtime, chunk_size)
     stream = _StreamDigest()
     reader = _ChunkReader()
@@ -207,7 +209,7 @@ def write_layer(
     def write_member(member: Member, compressed: Future[tuple[tuple[bytes, bytes, bytes], str]]) -> None:
         pieces, chunk_digest = compressed.result()
         if member.chunk is not None:
-            member.chunk.toc_entry.offset = out.size - start_size
+            member.chunk.toc_entry.offset = out.size
             member.chunk.toc_entry.chunkDigest = chunk_digest
         for piece in pieces:
             out.write(piece)
@@ -245,14 +247,14 @@ def write_layer(
     )
     stream.diff.update(toc_tar)
     stream.size += len(toc_tar)
-    toc_offset = out.size - start_size
+    toc_offset = out.size
     for piece in _compress_member(toc_tar, b"")[0]:
         out.write(piece)
     out.write(footer(toc_offset))
 
     return LayerResult(
         digest=out.digest,
-        size=out.size - start_size,
+        size=out.size,
         diff_id=f"{ALGORITHM}:{stream.diff.hexdigest()}",
         toc_digest=sha256_digest(toc_json),
         uncompressed_size=stream.size,
