@@ -269,3 +269,18 @@ def test_s3_going_down_gets_503_with_retry_after(tmp_path: Path) -> None:
             assert time.monotonic() - started < 15  # short timeouts and few retries: clients hear soon
             logs = registry.logs()
     assert "store unavailable" in logs and S3_SECRET not in logs and S3_KEY_ID not in logs
+
+
+@pytest.mark.parametrize("served", ["local"], indirect=True)
+def test_an_upload_gets_one_405_however_large_its_body(served: Served) -> None:
+    host, port = served.registry.host.split(":")
+    body = b"x" * (1024 * 1024)  # far past the bound on request heads: a body is no head
+    head = f"PUT /v2/{NAME}/blobs/uploads/x HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(head.encode())
+        assert connection.recv(65536).startswith(b"HTTP/1.1 405 ")  # refused before the body is read
+        connection.sendall(body + b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 ")  # the next request on the connection, not a 431

@@ -24,22 +24,28 @@ MAX_HEAD_BYTES = 64 * 1024  # request line and headers; real clients send a few 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._head_bytes = 0  # bytes received since the last complete request head
+        self._in_head = True  # between requests or inside a head, rather than inside a body
+        self._head_bytes = 0  # bytes received since the head began
         self._refused = False
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        self._head_bytes += len(data)
-        if self._head_bytes > MAX_HEAD_BYTES:
-            self.logger.warning("request head over %d bytes refused", MAX_HEAD_BYTES)
-            self._send_error(431, "REQUEST_HEADER_FIELDS_TOO_LARGE", f"request head over {MAX_HEAD_BYTES} bytes")
-            return
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self.logger.warning("request head over %d bytes refused", MAX_HEAD_BYTES)
+                self._send_error(431, "REQUEST_HEADER_FIELDS_TOO_LARGE", f"request head over {MAX_HEAD_BYTES} bytes")
+                return
         super().data_received(data)
 
     def on_headers_complete(self) -> None:
-        self._head_bytes = 0
+        self._in_head = False  # a body may follow (a refused upload): its size is no head's
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_head, self._head_bytes = True, 0
+        super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
         self._send_error(400, "BAD_REQUEST", "malformed HTTP request")
