@@ -1,12 +1,14 @@
-"""Property: whatever path, method and headers a client sends, the registry never answers 500.
+"""Property: whatever path, method and headers a client sends, the registry never answers 500 (or 503).
 
 Requests go straight into the ASGI app (no HTTP client to tidy them up first), so the paths and
 headers are as hostile as hypothesis can make them: traversal, encoded slashes, odd Unicode,
-absurd ranges and conditionals.
+absurd ranges and conditionals. Both kinds of store are tried: a key S3 refuses must not become a
+503 any more than a path the filesystem refuses.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,20 +21,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.build import BuiltImage
-from pipeline.store import LocalBackend, Store
-from tests.registry_fixtures import NAME, publish, small_model_files
+from pipeline.store import open_store
+from tests.registry_fixtures import NAME, moto_s3, publish, small_model_files
 from worker.app import create_app
 from worker.config import RegistryConfig
 
 
-@pytest.fixture(scope="module")
-def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, BuiltImage, Path]]:
-    root = tmp_path_factory.mktemp("fuzz")
-    store = Store(LocalBackend(root / "store"))
-    built = publish(store, root / "model", small_model_files())
-    store.backend.write("site/index.html", b"<h1>site</h1>")
+@pytest.fixture(scope="module", params=["local", "s3"])
+def published(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Any, BuiltImage, Path]]:
+    """The app over a store of each kind holding one image and a site page; a file lies beside the store."""
+    root = tmp_path_factory.mktemp(f"fuzz-{request.param}")
     (root / "outside.txt").write_bytes(b"OUTSIDE-THE-STORE")
-    yield create_app(store, RegistryConfig(cache_seconds=0)), built, root
+    with moto_s3() if request.param == "s3" else contextlib.nullcontext():
+        store = open_store("s3://models/fuzz" if request.param == "s3" else str(root / "store"))
+        built = publish(store, root / "model", small_model_files())
+        store.backend.write("site/index.html", b"<h1>site</h1>")
+        yield create_app(store, RegistryConfig(cache_seconds=0)), built, root
 
 
 def call(
