@@ -1,8 +1,8 @@
 """Running the front-end: uvicorn with uvloop and httptools, on a socket bound here.
 
 The socket is bound before the server starts, so ``port=0`` picks a free port and ``on_ready``
-gets the real one (tests and scripts read it from the line the CLI prints). Warnings and errors go
-to stderr; the access log is the app's (worker.accesslog).
+gets the real one (tests and scripts read it from the line the CLI prints). Messages go
+to stderr; the access log is the app's (worker.accesslog), on stdout.
 
 Example::
 
@@ -29,14 +29,18 @@ def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (IPv6 when ``host`` has a ':'); port 0 picks a free one."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(BACKLOG)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
 def configure_logging(level: int = logging.INFO) -> None:
-    """Warnings and errors of the worker and uvicorn, with a time, on stderr."""
+    """Messages of the worker and uvicorn (start-up, warnings, errors), with a time, on stderr."""
     logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
@@ -51,7 +55,7 @@ def serve(app: ASGIApp, sock: socket.socket, on_ready: Callable[[str], None] | N
         loop="auto",  # uvloop when installed
         http=BoundedHttpToolsProtocol,  # httptools, with a bound on request heads
         log_config=None,
-        access_log=False,  # ours is the JSON line of worker.guard
+        access_log=False,  # ours is worker.accesslog's JSON line
         server_header=False,
         proxy_headers=False,
         lifespan="off",
