@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import resource
 import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_TOOL = ROOT / ".tools" / "bin" / "estargz-ref"
+MiB = 1024 * 1024
 
 
 def child_peak_rss_mb(usage: resource.struct_rusage) -> float:
@@ -20,6 +25,59 @@ def require(path_or_name: str | Path) -> str:
     if found is None:
         raise SystemExit(f"{path_or_name} is missing: run ./dev setup")
     return found
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The benchmarks' input: one file of float16 weights, in a model directory of its own."""
+
+    size: int
+    workdir: Path
+
+    @property
+    def model_dir(self) -> Path:
+        return self.workdir / f"weights-{self.size // MiB}MiB"
+
+    @property
+    def file(self) -> Path:
+        return self.model_dir / "model.safetensors"
+
+
+def weights_benchmark(prog: str, doc: str | None, argv: list[str] | None) -> Weights:
+    """Parse a benchmark's common options (--size-mib, --workdir) and make sure its weights exist."""
+    parser = argparse.ArgumentParser(prog=prog, description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=1024, help="size of the weights (default: 1024)")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "out", help="default: bench/out")
+    args = parser.parse_args(argv)
+    weights = Weights(args.size_mib * MiB, args.workdir)
+    print(f"preparing {args.size_mib} MiB of float16 weights in {weights.model_dir} ...", flush=True)
+    ensure_weights(weights.file, weights.size)
+    return weights
+
+
+def make_weights(path: Path, size: int) -> None:
+    """float16 standard-normal values: what most weights look like to a compressor."""
+    import numpy as np
+
+    if path.exists() and path.stat().st_size == size:
+        return
+    rng = np.random.default_rng(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        remaining = size
+        while remaining:
+            count = min(remaining, 64 * MiB) // 2
+            handle.write(rng.standard_normal(count).astype(np.float16).tobytes())
+            remaining -= count * 2
+
+
+def ensure_weights(path: Path, size: int) -> None:
+    """Generate the weights in a child process: a child's peak RSS starts from its parent's (fork), so the
+    benchmark process stays small and the RSS of the builds it measures stays theirs."""
+    script = (
+        f"from pathlib import Path; from bench.common import make_weights; make_weights(Path({str(path)!r}), {size})"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
 
 
 def print_table(header: list[str], rows: list[list[str]]) -> None:

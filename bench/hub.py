@@ -10,7 +10,6 @@ and store writes (each measured alone, single-threaded, on the same bytes).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import re
@@ -22,12 +21,10 @@ from pathlib import Path
 
 from isal import isal_zlib
 
-from bench.common import child_peak_rss_mb, print_table
-from bench.layer import ensure_weights
+from bench.common import child_peak_rss_mb, print_table, weights_benchmark
 from pipeline.format import CHUNK_SIZE, COMPRESSION_LEVEL
 from tests.fixture_hub import MINILM_ID, MINILM_REVISION, FixtureHub, FixtureRepo, minilm_repo
 
-MiB = 1024 * 1024
 SYNTHETIC_ID = "bench/synthetic-1g"
 SYNTHETIC_REVISION = "5a" * 20
 
@@ -84,13 +81,9 @@ def write_out(members: list[bytes], workdir: Path) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="bench hub", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--workdir", type=Path, default=Path("bench/out"))
-    args = parser.parse_args(argv)
-    weights = args.workdir / f"weights-{args.size_mib}MiB" / "model.safetensors"
-    ensure_weights(weights, args.size_mib * MiB)
-    models_file = args.workdir / "hub-models.yaml"
+    bench = weights_benchmark("bench hub", __doc__, argv)
+    weights, workdir = bench.file, bench.workdir
+    models_file = workdir / "hub-models.yaml"
     models_file.write_text(
         f"models:\n  - name: {MINILM_ID}\n    sha: {MINILM_REVISION}\n"
         f"  - name: {SYNTHETIC_ID}\n    sha: {SYNTHETIC_REVISION}\n"
@@ -100,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     with FixtureHub([minilm_repo(), synthetic]) as hub:
         for name, size in ((MINILM_ID, None), (SYNTHETIC_ID, weights.stat().st_size + 2)):
-            store, cache = args.workdir / "hub-store", args.workdir / "hub-cache"
+            store, cache = workdir / "hub-store", workdir / "hub-cache"
             shutil.rmtree(store, ignore_errors=True)
             shutil.rmtree(cache, ignore_errors=True)
             seconds, rss, log = build(models_file, name, store, cache, hub.url)
@@ -120,8 +113,8 @@ def main(argv: list[str] | None = None) -> None:
                 ]
             )
     print_table(["model", "MB", "seconds", "MB/s", "peak RSS MB", "list s", "download s", "build s"], rows)
-    split = cpu_split(weights, args.workdir)
-    (args.workdir / "write-test").unlink(missing_ok=True)
+    split = cpu_split(weights, workdir)
+    (workdir / "write-test").unlink(missing_ok=True)
     total = sum(split.values())
     print()
     print("build work on the synthetic weights, each part measured alone (single thread; the build overlaps them):")

@@ -11,7 +11,6 @@ a compressed size within 1% of the reference's, and peak RSS < 300 MB.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -22,10 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import REFERENCE_TOOL, child_peak_rss_mb, print_table
+from bench.common import REFERENCE_TOOL, MiB, child_peak_rss_mb, print_table, weights_benchmark
 from pipeline.store import LocalBackend, Store
-
-MiB = 1024 * 1024
 
 
 @dataclass
@@ -39,31 +36,6 @@ class Run:
     @property
     def mb_per_s(self) -> float:
         return self.input_bytes / self.seconds / 1e6
-
-
-def make_weights(path: Path, size: int) -> None:
-    """float16 standard-normal values: what most weights look like to a compressor."""
-    import numpy as np
-
-    if path.exists() and path.stat().st_size == size:
-        return
-    rng = np.random.default_rng(0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as handle:
-        remaining = size
-        while remaining:
-            count = min(remaining, 64 * MiB) // 2
-            handle.write(rng.standard_normal(count).astype(np.float16).tobytes())
-            remaining -= count * 2
-
-
-def ensure_weights(path: Path, size: int) -> None:
-    """Generate the weights in a child process: a child's peak RSS starts from its parent's (fork), so the
-    benchmark process stays small and the RSS of the builds it measures stays theirs."""
-    script = (
-        f"from pathlib import Path; from bench.layer import make_weights; make_weights(Path({str(path)!r}), {size})"
-    )
-    subprocess.run([sys.executable, "-c", script], check=True)
 
 
 def make_tar(source: Path, tar_path: Path) -> None:
@@ -98,26 +70,19 @@ def timed(command: list[str]) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="bench layer", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--workdir", type=Path, default=Path("bench/out"))
-    args = parser.parse_args(argv)
-    size = args.size_mib * MiB
-    model_dir = args.workdir / f"weights-{args.size_mib}MiB"
-    weights = model_dir / "model.safetensors"
-    print(f"preparing {args.size_mib} MiB of float16 weights in {model_dir} ...", flush=True)
-    ensure_weights(weights, size)
-    tar_path = args.workdir / f"weights-{args.size_mib}MiB.tar"
-    make_tar(weights, tar_path)
+    weights = weights_benchmark("bench layer", __doc__, argv)
+    size, workdir, model_dir = weights.size, weights.workdir, weights.model_dir
+    tar_path = workdir / f"weights-{size // MiB}MiB.tar"
+    make_tar(weights.file, tar_path)
     tar_size = tar_path.stat().st_size
 
     runs = []
     # Like for like with the reference writer: the layer written to a plain file, no fsync.
-    ours = args.workdir / "modelyard.tar.gz"
+    ours = workdir / "modelyard.tar.gz"
     seconds, rss = timed([sys.executable, "-c", WRITE_LAYER, str(model_dir), str(ours)])
     runs.append(Run("modelyard layer writer", seconds, size, ours.stat().st_size, rss))
     # What a user runs: the real command into a fresh local store, fsynced before it is published.
-    store_dir = args.workdir / "store"
+    store_dir = workdir / "store"
     shutil.rmtree(store_dir, ignore_errors=True)
     seconds, rss = timed(
         ["modelyard", "build", "--from-dir", str(model_dir), "--name", "bench/weights", "--store", str(store_dir)]
@@ -126,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     assert record is not None
     runs.append(Run("modelyard build (durable)", seconds, size, int(record["layer_size"]), rss))
     for level in (9, 1):
-        out = args.workdir / f"reference-{level}.tar.gz"
+        out = workdir / f"reference-{level}.tar.gz"
         seconds, rss = timed([str(REFERENCE_TOOL), "build", str(tar_path), str(out), "--level", str(level)])
         runs.append(Run(f"reference level {level}", seconds, tar_size, out.stat().st_size, rss))
     verify = subprocess.run([str(REFERENCE_TOOL), "verify", str(ours)], capture_output=True, text=True)

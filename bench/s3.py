@@ -15,21 +15,18 @@ Target (issue 5): the streaming scheme >= 0.9x upload_file's speed, peak RSS < 3
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
-from bench.common import print_table
-from bench.layer import ensure_weights, timed
+from bench.common import print_table, weights_benchmark
+from bench.layer import timed
 from pipeline.store import LocalBackend, Store, blob_key
 from tests.cncf_registry import free_port
 
-MiB = 1024 * 1024
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
 
 UPLOAD_FILE = """
@@ -55,16 +52,11 @@ Path(sys.argv[3]).write_text(f"{streamed - started} {time.perf_counter() - strea
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="bench s3", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--workdir", type=Path, default=Path("bench/out"))
-    args = parser.parse_args(argv)
-    size = args.size_mib * MiB
-    model_dir = args.workdir / f"weights-{args.size_mib}MiB"
-    ensure_weights(model_dir / "model.safetensors", size)
+    weights = weights_benchmark("bench s3", __doc__, argv)
+    size, workdir, model_dir = weights.size, weights.workdir, weights.model_dir
 
     print("building the layer into a local store (the blob to upload) ...", flush=True)
-    local = args.workdir / "s3-local-store"
+    local = workdir / "s3-local-store"
     shutil.rmtree(local, ignore_errors=True)
     timed(["modelyard", "build", "--from-dir", str(model_dir), "--name", "bench/weights", "--store", str(local)])
     record = Store(LocalBackend(local)).get_catalog("bench/weights")
@@ -92,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
             ("boto3 upload_file (anchor)", [sys.executable, "-c", UPLOAD_FILE, str(blob)], blob.stat().st_size),
             (
                 "modelyard streaming upload",
-                [sys.executable, "-c", STREAM, str(blob), digest, str(args.workdir / "s3-phases")],
+                [sys.executable, "-c", STREAM, str(blob), digest, str(workdir / "s3-phases")],
                 blob.stat().st_size,
             ),
             (
@@ -125,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         f"\nstreaming upload: {ratio:.2f}x upload_file's speed (target >= 0.9x), {stream[3]:.0f} MB peak RSS "
         f"(target < 300 MB); moto in its own process on the same {os.cpu_count()} cores"
     )
-    streaming, commit = (float(x) for x in (args.workdir / "s3-phases").read_text().split())
+    streaming, commit = (float(x) for x in (workdir / "s3-phases").read_text().split())
     print(
         f"  of which: parts streamed {streaming:.2f} s; commit {commit:.2f} s (the last part, completing the upload, "
         "and the server-side copy under the digest that keeps partial objects out of blobs/)"
