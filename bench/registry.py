@@ -38,22 +38,13 @@ from pipeline.image import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, ImageMetadata
 from pipeline.oci_layout import export_oci_layout
 from pipeline.source import files_from_dir
 from pipeline.store import LocalBackend, Store
+from tests.cncf_registry import cncf_registry, free_port
 
 NAME = "bench/model"
 LAYER_TARGET = 1024 * 1024  # the layer of random bytes ends up this size, give or take its framing
 RANGE = "bytes=4096-8191"
 ACCEPT = f"{MEDIA_TYPE_INDEX}, {MEDIA_TYPE_MANIFEST}"
 TARGETS = {"manifest": 1.0, "blob": 0.8}
-
-# `modelyard serve`, through the subcommand's own registration (the same code pipeline/cli.py runs).
-SERVE = """
-import argparse, sys
-from worker.cli import register
-parser = argparse.ArgumentParser(prog="modelyard")
-register(parser.add_subparsers(dest="command", required=True))
-args = parser.parse_args(sys.argv[1:])
-sys.exit(args.run(args))
-"""
 
 
 @dataclass(frozen=True)
@@ -99,7 +90,8 @@ def main(argv: Sequence[str]) -> None:
           f"{args.connections} connections, {os.cpu_count()} CPUs")  # fmt: skip
 
     results: dict[tuple[str, str], Result] = {}
-    with cncf_registry(cncf_binary, workdir / "cncf") as cncf_url, modelyard_serve(store, workdir) as ours_url:
+    with cncf_registry(cncf_binary, workdir / "cncf") as cncf, modelyard_serve(store, workdir) as ours_url:
+        cncf_url = cncf.url
         push(skopeo, store, workdir, cncf_url)
         for load in loads:
             for server, url in (("cncf", cncf_url), ("modelyard", ours_url)):
@@ -208,35 +200,10 @@ def _ratio(results: dict[tuple[str, str], Result], load: Load) -> float:
 
 
 @contextmanager
-def cncf_registry(binary: str, workdir: Path) -> Iterator[str]:
-    """Debian's docker-registry on 127.0.0.1 with filesystem storage.
-
-    Its logging is off (modelyard keeps its JSON access log on), so the ratios lean its way.
-    """
-    workdir.mkdir(parents=True)
-    port = _free_port()
-    config = workdir / "config.yml"
-    config.write_text(
-        "version: 0.1\n"
-        "log:\n  level: error\n  accesslog:\n    disabled: true\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {workdir / 'data'}\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-    )
-    with open(workdir / "registry.log", "wb") as log:
-        process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_until_serving(url, process)
-        yield url
-    finally:
-        _stop(process)
-
-
-@contextmanager
 def modelyard_serve(store: Store, workdir: Path) -> Iterator[str]:
     """`modelyard serve` on a free port, its JSON access log going to a file as in production."""
-    port = _free_port()
-    command = [sys.executable, "-c", SERVE, "serve", "--store", store.backend.url(), "--port", str(port)]
+    port = free_port()
+    command = [sys.executable, "-m", "pipeline", "serve", "--store", store.backend.url(), "--port", str(port)]
     with open(workdir / "modelyard.log", "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
@@ -245,14 +212,6 @@ def modelyard_serve(store: Store, workdir: Path) -> Iterator[str]:
         yield url
     finally:
         _stop(process)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _wait_until_serving(url: str, process: subprocess.Popen[bytes], timeout: float = 20) -> None:

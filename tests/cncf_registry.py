@@ -1,10 +1,12 @@
 """Debian's docker-registry (CNCF distribution 2.8), started on 127.0.0.1 with filesystem storage.
 
-Its packaged default config listens on every address with auth, so this writes its own.
+Its packaged default config listens on every address with auth, so this writes its own. Its logging is
+off but for errors (the registry benchmark keeps modelyard's access log on, so ratios lean its way).
+Used by the tests (find the binary with ``require_tool``) and by ``bench/registry.py``.
 
 Example::
 
-    with cncf_registry(tmp_path) as registry:
+    with cncf_registry(require_tool("docker-registry"), tmp_path) as registry:
         run("skopeo", "copy", "--dest-tls-verify=false", f"oci:{layout}:latest", f"docker://{registry.host}/org/model:latest")
 """
 
@@ -18,8 +20,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-from tests.conftest import require_tool
 
 
 @dataclass(frozen=True)
@@ -39,14 +39,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def cncf_registry(workdir: Path) -> Iterator[CncfRegistry]:
-    binary = require_tool("docker-registry")
+def cncf_registry(binary: str, workdir: Path) -> Iterator[CncfRegistry]:
     workdir.mkdir(parents=True, exist_ok=True)
     host = f"127.0.0.1:{free_port()}"
     config = workdir / "config.yml"
     config.write_text(
         "version: 0.1\n"
-        "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
+        "log:\n  level: error\n  accesslog:\n    disabled: true\n"
         f"storage:\n  filesystem:\n    rootdirectory: {workdir / 'data'}\n  delete:\n    enabled: true\n"
         f"http:\n  addr: {host}\n"
     )

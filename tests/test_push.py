@@ -31,7 +31,7 @@ def test_push_preserves_every_digest(store: Store, tree: MakeTree, tmp_path: Pat
         tags=["latest", "a" * 40],
         metadata=ImageMetadata(title="org/model", revision="a" * 40),
     )
-    with cncf_registry(tmp_path / "registry") as registry:
+    with cncf_registry(require_tool("docker-registry"), tmp_path / "registry") as registry:
         sent: list[int] = []
         (outcome,) = push_images(store, f"{registry.host}/mirror", insecure=True, on_bytes=sent.append)
         assert outcome.digest == built.index.digest and sorted(outcome.tags) == sorted(["latest", "a" * 40])
@@ -54,7 +54,10 @@ def test_push_preserves_every_digest(store: Store, tree: MakeTree, tmp_path: Pat
 
 
 def test_push_errors_are_clear(store: Store, tmp_path: Path) -> None:
-    with cncf_registry(tmp_path / "registry") as registry, pytest.raises(ModelyardError, match="has no tags"):
+    with (
+        cncf_registry(require_tool("docker-registry"), tmp_path / "registry") as registry,
+        pytest.raises(ModelyardError, match="has no tags"),
+    ):
         push_images(store, registry.host, names=["org/none"], insecure=True)
     with pytest.raises(ModelyardError, match="not a valid OCI repository name"):
         push_images(store, "127.0.0.1:1/Bad_Prefix", insecure=True)
