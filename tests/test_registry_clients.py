@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -193,7 +194,7 @@ def test_hostile_raw_requests_get_4xx_json(served: Served) -> None:
     for request in requests:
         with socket.create_connection((host, int(port)), timeout=10) as connection:
             connection.sendall(request)
-            answer = connection.recv(65536)
+            answer, _ = read_response(connection)
         status = int(answer.split(b" ", 2)[1])
         assert 400 <= status < 500, answer[:200]
         assert b"content-type: application/json" in answer.lower()
@@ -278,9 +279,32 @@ def test_an_upload_gets_one_405_however_large_its_body(served: Served) -> None:
     head = f"PUT /v2/{NAME}/blobs/uploads/x HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
     with socket.create_connection((host, int(port)), timeout=10) as connection:
         connection.sendall(head.encode())
-        assert connection.recv(65536).startswith(b"HTTP/1.1 405 ")  # refused before the body is read
+        refused, rest = read_response(connection)
+        assert refused.startswith(b"HTTP/1.1 405 ")  # refused before the body is read
         connection.sendall(body + b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        answer = b""
+        answer = rest
         while chunk := connection.recv(65536):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200 ")  # the next request on the connection, not a 431
+
+
+def read_response(connection: socket.socket) -> tuple[bytes, bytes]:
+    """One whole HTTP response (head and Content-Length body), and whatever arrived after it.
+
+    A response's head and body may arrive in separate reads; the next response must not be mistaken
+    for the rest of this one.
+    """
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = connection.recv(65536)
+        assert chunk, f"the connection closed mid-response: {received!r}"
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    match = re.search(rb"(?im)^content-length: *([0-9]+)", head)
+    assert match, f"no Content-Length in {head!r}"
+    length = int(match[1])
+    while len(body) < length:
+        chunk = connection.recv(65536)
+        assert chunk, "the connection closed mid-body"
+        body += chunk
+    return head + b"\r\n\r\n" + body[:length], body[length:]
