@@ -46,23 +46,29 @@ class PushOutcome:
 
 
 class _StoreStream:
-    """A blob read from the store as a file-like body with a known length, so requests streams it."""
+    """A blob read from the store as a file-like body with a known length, so requests streams it.
+
+    http.client reads a body 8 KiB at a time and accepts short reads, so each read hands out a slice of
+    the current piece: nothing already read is copied again.
+    """
 
     def __init__(self, pieces: Iterator[bytes], size: int) -> None:
         self._pieces = pieces
-        self._buffer = b""
+        self._piece = b""
+        self._offset = 0
         self.len = size  # requests reads the body length from here
 
     def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
+        if size < 0:
+            rest, self._piece = self._piece[self._offset :], b""
+            return rest + b"".join(self._pieces)
+        while self._offset >= len(self._piece):
             piece = next(self._pieces, None)
             if piece is None:
-                break
-            self._buffer += piece
-        if size < 0:
-            data, self._buffer = self._buffer, b""
-        else:
-            data, self._buffer = self._buffer[:size], self._buffer[size:]
+                return b""
+            self._piece, self._offset = piece, 0
+        data = self._piece[self._offset : self._offset + size]
+        self._offset += len(data)
         return data
 
 
