@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from huggingface_hub.file_download import repo_folder_name
+
 from pipeline.build import build_and_publish, source_date_epoch
 from pipeline.errors import HubError, IntegrityError, ModelyardError
 from pipeline.estargz import LayerFile, LayerResult
@@ -116,16 +118,17 @@ def build_model(
     timings["list"] = time.monotonic() - clock
 
     cache_dir = options.cache_dir
+    total = sum(f.size for f in files)
     try:
         clock = time.monotonic()
-        on_download = progress.phase(model, "download", sum(f.size for f in files)) if progress else None
+        on_download = progress.phase(model, "download", total) if progress else None
         paths = hub.download(snapshot, files, cache_dir, on_download)
         check_git_blob_ids(files, paths)
         model_card = _model_card(hub, snapshot, paths, cache_dir)
         timings["download"] = time.monotonic() - clock
 
         clock = time.monotonic()
-        on_build = progress.phase(model, "build", sum(f.size for f in files)) if progress else None
+        on_build = progress.phase(model, "build", total) if progress else None
         built = build_and_publish(
             store,
             [LayerFile(f.path, f.size, opener(paths[f.path])) for f in files],
@@ -194,4 +197,4 @@ def _model_card(hub: HubClient, snapshot: RepoSnapshot, paths: dict[str, Path], 
 
 def _forget_download(cache_dir: Path, snapshot: RepoSnapshot) -> None:
     """Remove a model's files from the huggingface_hub cache."""
-    shutil.rmtree(cache_dir / f"models--{snapshot.hf_id.replace('/', '--')}", ignore_errors=True)
+    shutil.rmtree(cache_dir / repo_folder_name(repo_id=snapshot.hf_id, repo_type="model"), ignore_errors=True)

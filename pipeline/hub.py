@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -74,7 +74,6 @@ class RepoSnapshot:
     tags: tuple[str, ...] = ()
     gated: bool = False
     private: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def source_url(self) -> str:
