@@ -39,7 +39,7 @@ from pipeline.oci_layout import export_oci_layout
 from pipeline.push import push_images
 from pipeline.references import reachable
 from pipeline.source import files_from_dir
-from pipeline.store import DEFAULT_STORE, Store, open_store
+from pipeline.store import DEFAULT_STORE, STORE_HELP, Store, open_store
 from worker import cli as serve
 
 DEFAULT_MODELS_FILE = "models/models.yaml"
@@ -347,7 +347,7 @@ def parser() -> argparse.ArgumentParser:
     )
     export.add_argument("image", metavar="NAME[:TAG]")
     export.add_argument("directory", metavar="DIR")
-    export.add_argument("--store", default=DEFAULT_STORE, help=f"store location (default: ./{DEFAULT_STORE})")
+    add_store_option(export)
     export.set_defaults(run=cmd_export_oci_layout)
 
     gc = commands.add_parser(
@@ -359,7 +359,7 @@ def parser() -> argparse.ArgumentParser:
         "period keeps the blobs of a build running at the same time, published before its tags.",
         epilog="Examples:\n  modelyard gc --dry-run\n  modelyard gc --store s3://models/prod --grace 48h",
     )
-    gc.add_argument("--store", default=DEFAULT_STORE, help=f"store location (default: ./{DEFAULT_STORE})")
+    add_store_option(gc)
     gc.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
     gc.add_argument(
         "--grace", type=duration, default=DEFAULT_GRACE, metavar="DURATION", help="keep anything younger (default: 24h)"
@@ -379,12 +379,16 @@ def parser() -> argparse.ArgumentParser:
     )
     push.add_argument("--to", required=True, metavar="REGISTRY[/PREFIX]", help="destination, e.g. ghcr.io/my-org")
     push.add_argument("--only", nargs="+", metavar="NAME", help="push only these repositories")
-    push.add_argument("--store", default=DEFAULT_STORE, help=f"store location (default: ./{DEFAULT_STORE})")
+    add_store_option(push)
     push.add_argument("--insecure", action="store_true", help="plain HTTP (a registry on localhost)")
     push.set_defaults(run=cmd_push)
 
     serve.register(commands)
     return root
+
+
+def add_store_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--store", default=DEFAULT_STORE, help=STORE_HELP)
 
 
 def _platform(text: str) -> Platform:
@@ -395,9 +399,7 @@ def _platform(text: str) -> Platform:
 
 
 def _add_common_build_options(command: argparse.ArgumentParser) -> None:
-    command.add_argument(
-        "--store", default=DEFAULT_STORE, help=f"store: a directory or s3://bucket/prefix (default: ./{DEFAULT_STORE})"
-    )
+    add_store_option(command)
     command.add_argument(
         "--platform",
         action="append",

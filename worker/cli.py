@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from pipeline.errors import ModelyardError
-from pipeline.store import DEFAULT_STORE, Store, open_store
+from pipeline.store import DEFAULT_STORE, STORE_HELP, Store, open_store
 from pipeline.store.s3 import S3Backend
 from worker.accesslog import AccessLog
 from worker.app import create_app
@@ -48,9 +48,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "and the catalog site from the store's site/ at /.",
         epilog=EXAMPLES,
     )
-    command.add_argument(
-        "--store", default=DEFAULT_STORE, help=f"a directory or s3://bucket/prefix (default: ./{DEFAULT_STORE})"
-    )
+    command.add_argument("--store", default=DEFAULT_STORE, help=STORE_HELP)
     command.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     command.add_argument("--port", type=int, default=5000, help="port to listen on; 0 picks a free one (default: 5000)")
     command.add_argument(

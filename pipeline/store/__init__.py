@@ -14,9 +14,11 @@ from pipeline.store.local import LocalBackend
 from pipeline.store.store import BlobWriter, Store, blob_key, catalog_key, tag_key
 
 DEFAULT_STORE = "store"
+STORE_HELP = f"store: a directory or s3://bucket/prefix (default: ./{DEFAULT_STORE})"
 
 __all__ = [
     "DEFAULT_STORE",
+    "STORE_HELP",
     "Backend",
     "BlobWriter",
     "LocalBackend",
