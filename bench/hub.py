@@ -22,7 +22,7 @@ from pathlib import Path
 from isal import isal_zlib
 
 from bench.common import child_peak_rss_mb, print_table, weights_benchmark
-from pipeline.format import CHUNK_SIZE, COMPRESSION_LEVEL
+from pipeline.oci.format import CHUNK_SIZE, COMPRESSION_LEVEL
 from tests.fixture_hub import MINILM_ID, MINILM_REVISION, FixtureHub, FixtureRepo, minilm_repo
 
 SYNTHETIC_ID = "bench/synthetic-1g"

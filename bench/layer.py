@@ -49,8 +49,8 @@ WRITE_LAYER = """
 import sys
 from pathlib import Path
 from pipeline.cli import keep_freed_buffers
-from pipeline.estargz import write_layer
-from pipeline.source import files_from_dir
+from pipeline.oci.estargz import write_layer
+from pipeline.build.source import files_from_dir
 keep_freed_buffers()
 with open(sys.argv[2], "wb") as sink:
     write_layer(files_from_dir(Path(sys.argv[1])), sink)

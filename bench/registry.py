@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import ROOT, print_table, require
-from pipeline.build import build_and_publish
-from pipeline.image import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, ImageMetadata
-from pipeline.oci_layout import export_oci_layout
-from pipeline.source import files_from_dir
+from pipeline.build.publish import build_and_publish
+from pipeline.build.source import files_from_dir
+from pipeline.oci.image import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, ImageMetadata
+from pipeline.oci.layout import export_oci_layout
 from pipeline.store import LocalBackend, Store
 from tests.cncf_registry import cncf_registry, free_port
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.estargz import LayerResult
+from pipeline.oci.estargz import LayerResult
 from pipeline.store import LocalBackend, Store
 
 ROOT = Path(__file__).resolve().parent.parent

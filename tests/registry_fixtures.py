@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from moto.server import ThreadedMotoServer
 
-from pipeline.build import BuiltImage, build_and_publish
-from pipeline.image import ImageMetadata
-from pipeline.source import files_from_dir
+from pipeline.build.publish import BuiltImage, build_and_publish
+from pipeline.build.source import files_from_dir
+from pipeline.oci.image import ImageMetadata
 from pipeline.store import Store
 from tests.conftest import write_tree
 

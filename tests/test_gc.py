@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import BuiltImage, build_and_publish
+from pipeline.build.publish import BuiltImage, build_and_publish
+from pipeline.build.source import files_from_dir
 from pipeline.cli import main
 from pipeline.errors import StoreError
-from pipeline.gc import collect_garbage
-from pipeline.image import MEDIA_TYPE_INDEX, Descriptor, ImageMetadata
-from pipeline.references import reachable
-from pipeline.source import files_from_dir
+from pipeline.oci.image import MEDIA_TYPE_INDEX, Descriptor, ImageMetadata
+from pipeline.oci.references import reachable
 from pipeline.store import Store, blob_key
+from pipeline.store.gc import collect_garbage
 
 MakeTree = Callable[[Mapping[str, bytes]], Path]
 HOUR = 3600.0

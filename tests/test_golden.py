@@ -2,7 +2,7 @@
 
 If this fails, the bytes of every image changed: the tar rules, the TOC, the compressor (its version or
 level), the chunk size, or the image JSON. If that was not the intent, it is a bug. If it was, bump
-FORMAT_VERSION in pipeline/format.py and update these digests in the same commit.
+FORMAT_VERSION in pipeline/oci/format.py and update these digests in the same commit.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import BuiltImage, build_and_publish
-from pipeline.format import FORMAT_VERSION
-from pipeline.image import ImageMetadata
-from pipeline.source import files_from_dir
+from pipeline.build.publish import BuiltImage, build_and_publish
+from pipeline.build.source import files_from_dir
+from pipeline.oci.format import FORMAT_VERSION
+from pipeline.oci.image import ImageMetadata
 from pipeline.store import LocalBackend, Store, blob_key
 from tests.conftest import ROOT, require_tool, run, verify_with_reference, write_tree
 

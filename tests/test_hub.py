@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import image
-from pipeline.batch import BatchOptions, ModelOutcome, build_models
-from pipeline.hub import HubClient
-from pipeline.modelsfile import ModelSpec
+from pipeline.build.batch import BatchOptions, ModelOutcome, build_models
+from pipeline.hub.client import HubClient
+from pipeline.models.file import ModelSpec
+from pipeline.oci import image
 from pipeline.store import Store, blob_key
 from tests.fixture_hub import MINILM_ID, MINILM_REVISION, FixtureHub, FixtureRepo, minilm_directory, minilm_repo
 from tests.test_golden import pseudo_random

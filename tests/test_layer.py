@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.estargz import FOOTER_SIZE, LayerFile, LayerResult, footer, write_layer
-from pipeline.source import files_from_dir
+from pipeline.build.source import files_from_dir
+from pipeline.oci.estargz import FOOTER_SIZE, LayerFile, LayerResult, footer, write_layer
 from tests.conftest import require_tool, run, verify_with_reference
 
 MiB = 1024 * 1024

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ModelsFileError
-from pipeline.modelsfile import ModelSpec, load_models, parse_models
+from pipeline.models.file import ModelSpec, load_models, parse_models
 from tests.conftest import ROOT
 
 SHA = "7dbbc90392e2f80f3d3c277d6e90027e55de9125"

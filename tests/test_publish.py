@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import build_and_publish
+from pipeline.build.publish import build_and_publish
+from pipeline.build.source import files_from_dir
 from pipeline.errors import SourceChangedError, StoreError
-from pipeline.estargz import LayerFile
-from pipeline.image import MEDIA_TYPE_INDEX, Descriptor, ImageMetadata, Platform
-from pipeline.oci_layout import export_oci_layout
-from pipeline.references import reachable
-from pipeline.source import files_from_dir
+from pipeline.oci.estargz import LayerFile
+from pipeline.oci.image import MEDIA_TYPE_INDEX, Descriptor, ImageMetadata, Platform
+from pipeline.oci.layout import export_oci_layout
+from pipeline.oci.references import reachable
 from pipeline.store import Store
 from tests.conftest import require_tool, run, verify_with_reference
 

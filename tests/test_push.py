@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import build_and_publish
+from pipeline.build.publish import build_and_publish
+from pipeline.build.source import files_from_dir
 from pipeline.errors import ModelyardError
-from pipeline.image import ImageMetadata
-from pipeline.push import push_images
-from pipeline.source import files_from_dir
+from pipeline.oci.image import ImageMetadata
+from pipeline.remote.push import push_images
 from pipeline.store import Store
 from tests.cncf_registry import cncf_registry
 from tests.conftest import require_tool, run

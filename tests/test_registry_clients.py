@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.build import BuiltImage
-from pipeline.image import MEDIA_TYPE_INDEX, canonical_json
+from pipeline.build.publish import BuiltImage
+from pipeline.oci.image import MEDIA_TYPE_INDEX, canonical_json
 from pipeline.store import Store, open_store
 from tests.conftest import require_tool, run
 from tests.registry_fixtures import (

@@ -22,13 +22,13 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import EndpointConnectionError
 
-from pipeline.build import build_and_publish
+from pipeline.build.publish import build_and_publish
+from pipeline.build.source import files_from_dir
 from pipeline.errors import StoreError
-from pipeline.gc import collect_garbage
-from pipeline.image import ImageMetadata
-from pipeline.references import reachable
-from pipeline.source import files_from_dir
+from pipeline.oci.image import ImageMetadata
+from pipeline.oci.references import reachable
 from pipeline.store import Store, blob_key, open_store
+from pipeline.store.gc import collect_garbage
 from pipeline.store.s3 import S3Backend
 from tests.registry_fixtures import S3, moto_s3
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.build.source import files_from_dir
 from pipeline.errors import LayerInputError
-from pipeline.source import files_from_dir
 
 MakeTree = Callable[[Mapping[str, bytes]], Path]
 

@@ -7,9 +7,9 @@ import tarfile
 
 import pytest
 
-from pipeline import tarball
 from pipeline.errors import LayerInputError
-from pipeline.tarball import TarEntry, header, padding, plan_entries
+from pipeline.oci import tarball
+from pipeline.oci.tarball import TarEntry, header, padding, plan_entries
 
 
 def read_headers(data: bytes) -> list[tarfile.TarInfo]:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from pipeline.build import BuiltImage
+from pipeline.build.publish import BuiltImage
 from pipeline.errors import StoreError
-from pipeline.image import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST
+from pipeline.oci.image import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST
 from pipeline.store import LocalBackend, ObjectInfo, Store, blob_key
 from pipeline.store.s3 import S3Backend
 from tests.registry_fixtures import NAME, publish, small_model_files

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.build import BuiltImage
+from pipeline.build.publish import BuiltImage
 from pipeline.store import open_store
 from tests.registry_fixtures import NAME, moto_s3, publish, small_model_files
 from worker.app import create_app

@@ -27,7 +27,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from pipeline.image import MEDIA_TYPE_INDEX, canonical_json
+from pipeline.oci.image import MEDIA_TYPE_INDEX, canonical_json
 from pipeline.store import Store
 from pipeline.store.store import REPOSITORIES_PREFIX
 from worker import paths, site

@@ -22,7 +22,7 @@ from typing import TypeVar
 import anyio.to_thread
 
 from pipeline.errors import IntegrityError, NotFoundError
-from pipeline.image import MANIFEST_MEDIA_TYPES, Descriptor
+from pipeline.oci.image import MANIFEST_MEDIA_TYPES, Descriptor
 from pipeline.store import Store
 from pipeline.store.store import SITE_PREFIX
 from worker.cache import MISSING, ExpiringCache

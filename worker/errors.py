@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.image import canonical_json
+from pipeline.oci.image import canonical_json
 
 RETRY_AFTER_SECONDS = 5  # what a client should wait before asking again when the store is down
 

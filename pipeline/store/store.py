@@ -27,8 +27,8 @@ from typing import Any
 
 from pipeline.digest import HashingWriter, hex_of, sha256_digest
 from pipeline.errors import IntegrityError, NotFoundError, StoreError
-from pipeline.image import Descriptor, canonical_json
 from pipeline.names import check_name, check_tag
+from pipeline.oci.image import Descriptor, canonical_json
 from pipeline.store.backend import Backend, Upload
 
 BLOBS_PREFIX = "blobs/sha256/"

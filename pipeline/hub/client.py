@@ -1,11 +1,8 @@
-"""Hugging Face: list a pinned revision's files with their digests, download them, verify them.
+"""Hugging Face: list a pinned revision's files with their sizes and digests, and download them.
 
 Everything goes through ``huggingface_hub``, which honours ``HF_ENDPOINT`` (a mirror, an enterprise
-proxy, the test fixture hub) and ``HF_TOKEN`` (gated and private models).
-
-Integrity: the Hub gives every file's digest. An LFS file has ``lfs.sha256``, which the layer writer
-computes anyway (see :func:`check_lfs_digests`, no extra pass); any other file has its git blob id,
-``sha1(b"blob <size>\\0" + data)`` (:func:`git_blob_id`; such files are small).
+proxy, the test fixture hub) and ``HF_TOKEN`` (gated and private models). What the Hub lists is
+checked by :mod:`pipeline.hub.verify`.
 
 Example::
 
@@ -18,10 +15,9 @@ Example::
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +35,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from pipeline.errors import HubError, IntegrityError
-from pipeline.estargz import FileRecord
+from pipeline.errors import HubError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -283,36 +278,3 @@ def _progress_class(on_bytes: Callable[[int], None]) -> type:
         def __exit__(self, *args: object) -> None: ...
 
     return Progress
-
-
-def git_blob_id(path: Path) -> str:
-    """The git blob id of a file: sha1 of ``b"blob <size>\\0"`` followed by its bytes."""
-    digest = hashlib.sha1(usedforsecurity=False)
-    digest.update(b"blob %d\0" % path.stat().st_size)
-    with open(path, "rb") as handle:
-        while piece := handle.read(1024 * 1024):
-            digest.update(piece)
-    return digest.hexdigest()
-
-
-def check_git_blob_ids(files: Iterable[RepoFile], paths: Mapping[str, Path]) -> None:
-    """Check every non-LFS file against its git blob id (LFS files are checked by :func:`check_lfs_digests`)."""
-    for repo_file in files:
-        if repo_file.lfs_sha256 is None:
-            actual = git_blob_id(paths[repo_file.path])
-            if actual != repo_file.git_blob_id:
-                raise IntegrityError(
-                    f"{repo_file.path}: git blob id is {actual}, the Hub says {repo_file.git_blob_id}; not published"
-                )
-
-
-def check_lfs_digests(files: Iterable[RepoFile], records: Iterable[FileRecord]) -> None:
-    """Check every LFS file's sha256, as the layer writer computed it, against the Hub's."""
-    written = {record.path: record.digest for record in records}
-    for repo_file in files:
-        if repo_file.lfs_sha256 is not None:
-            actual = written[repo_file.path].removeprefix("sha256:")
-            if actual != repo_file.lfs_sha256:
-                raise IntegrityError(
-                    f"{repo_file.path}: sha256 is {actual}, the Hub says {repo_file.lfs_sha256}; not published"
-                )

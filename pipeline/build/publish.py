@@ -19,12 +19,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline import estargz
+from pipeline.oci import estargz
 from pipeline.digest import hex_of
 from pipeline.errors import ModelyardError
-from pipeline.estargz import LayerFile, LayerResult
-from pipeline.format import FORMAT_DESCRIPTION, FORMAT_VERSION
-from pipeline.image import DEFAULT_PLATFORMS, Descriptor, Image, ImageMetadata, Platform, build_image
+from pipeline.oci.estargz import LayerFile, LayerResult
+from pipeline.oci.format import FORMAT_DESCRIPTION, FORMAT_VERSION
+from pipeline.oci.image import DEFAULT_PLATFORMS, Descriptor, Image, ImageMetadata, Platform, build_image
 from pipeline.names import check_name, check_tag
 from pipeline.store import Store
 

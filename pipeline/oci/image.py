@@ -1,6 +1,6 @@
 """The OCI image of a model: one shared eStargz layer, a tiny config and a manifest per platform, an index.
 
-Everything here is pure: it turns a :class:`~pipeline.estargz.LayerResult` and some metadata into the
+Everything here is pure: it turns a :class:`~pipeline.oci.estargz.LayerResult` and some metadata into the
 exact JSON bytes to publish. The JSON is canonical (sorted keys, no spaces), so the same inputs give
 the same digests.
 
@@ -23,8 +23,8 @@ from typing import Any
 
 from pipeline.digest import sha256_digest
 from pipeline.errors import InvalidNameError
-from pipeline.estargz import LayerResult
-from pipeline.format import FORMAT_ANNOTATION, FORMAT_VERSION
+from pipeline.oci.estargz import LayerResult
+from pipeline.oci.format import FORMAT_ANNOTATION, FORMAT_VERSION
 
 MEDIA_TYPE_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_TYPE_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

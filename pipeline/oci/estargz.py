@@ -35,10 +35,10 @@ from typing import Any, BinaryIO
 
 from isal import isal_zlib
 
-from pipeline import tarball
 from pipeline.digest import ALGORITHM, HashingWriter, sha256_digest
 from pipeline.errors import SourceChangedError
-from pipeline.format import CHUNK_SIZE, COMPRESSION_LEVEL, check_compressor
+from pipeline.oci import tarball
+from pipeline.oci.format import CHUNK_SIZE, COMPRESSION_LEVEL, check_compressor
 
 TOC_DIGEST_ANNOTATION = "containerd.io/snapshot/stargz/toc.digest"
 UNCOMPRESSED_SIZE_ANNOTATION = "io.containers.estargz.uncompressed-size"

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pipeline.errors import LayerInputError
-from pipeline.estargz import LayerFile
+from pipeline.oci.estargz import LayerFile
 
 SKIPPED_DIRS = frozenset({".git"})
 

@@ -24,9 +24,9 @@ import oras.provider
 import requests
 
 from pipeline.errors import ModelyardError, NotFoundError
-from pipeline.image import MANIFEST_MEDIA_TYPES, Descriptor
 from pipeline.names import check_name
-from pipeline.references import reachable
+from pipeline.oci.image import MANIFEST_MEDIA_TYPES, Descriptor
+from pipeline.oci.references import reachable
 from pipeline.store import Store
 
 UPLOAD_PIECE = 8 * 1024 * 1024

@@ -25,12 +25,13 @@ from typing import Literal, Protocol
 
 from huggingface_hub.file_download import repo_folder_name
 
-from pipeline.build import build_and_publish, source_date_epoch
+from pipeline.build.publish import build_and_publish, source_date_epoch
 from pipeline.errors import HubError, IntegrityError, ModelyardError
-from pipeline.estargz import LayerFile, LayerResult
-from pipeline.format import FORMAT_ANNOTATION
-from pipeline.hub import HubClient, RepoFile, RepoSnapshot, check_git_blob_ids, check_lfs_digests
-from pipeline.image import (
+from pipeline.oci.estargz import LayerFile, LayerResult
+from pipeline.oci.format import FORMAT_ANNOTATION
+from pipeline.hub.client import HubClient, RepoFile, RepoSnapshot
+from pipeline.hub.verify import check_git_blob_ids, check_lfs_digests
+from pipeline.oci.image import (
     ANNOTATION_EXCLUDE,
     ANNOTATION_INCLUDE,
     ANNOTATION_REVISION,
@@ -39,8 +40,8 @@ from pipeline.image import (
     ImageMetadata,
     Platform,
 )
-from pipeline.modelsfile import ModelSpec
-from pipeline.source import opener
+from pipeline.models.file import ModelSpec
+from pipeline.build.source import opener
 from pipeline.store import Store
 
 log = logging.getLogger(__name__)

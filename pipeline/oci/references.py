@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pipeline.image import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Descriptor
+from pipeline.oci.image import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Descriptor
 from pipeline.store import Store
 
 

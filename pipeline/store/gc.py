@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass, field
 
 from pipeline.errors import ModelyardError, StoreError
-from pipeline.image import MEDIA_TYPE_INDEX, Descriptor
-from pipeline.references import reachable
+from pipeline.oci.image import MEDIA_TYPE_INDEX, Descriptor
+from pipeline.oci.references import reachable
 from pipeline.store import ObjectInfo, Store
 from pipeline.store.backend import UPLOADS_PREFIX
 from pipeline.store.store import BLOBS_PREFIX

@@ -17,7 +17,7 @@ FORMAT_VERSION = "1"
 # python-isal releases bundle a given ISA-L; a different release may deflate differently.
 COMPRESSOR = "isal"
 COMPRESSOR_VERSION = "1.9.1"
-COMPRESSION_LEVEL = 1  # ISA-L level 1: as small as level 2 on weights, and the fastest (bench/layer_bench.py)
+COMPRESSION_LEVEL = 1  # ISA-L level 1: as small as level 2 on weights, and the fastest (bench/layer.py)
 CHUNK_SIZE = 4 * 1024 * 1024
 
 FORMAT_ANNOTATION = "dev.modelyard.format"

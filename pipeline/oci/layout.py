@@ -17,8 +17,8 @@ from pathlib import Path
 
 from pipeline.digest import HashingWriter, hex_of
 from pipeline.errors import IntegrityError, NotFoundError
-from pipeline.image import MEDIA_TYPE_INDEX, Descriptor, canonical_json
-from pipeline.references import reachable
+from pipeline.oci.image import MEDIA_TYPE_INDEX, Descriptor, canonical_json
+from pipeline.oci.references import reachable
 from pipeline.store import Store
 
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"

@@ -1,0 +1,252 @@
+"""``modelyard validate`` and ``modelyard build``: check the models file, build images into the store."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from pipeline.build.batch import BatchOptions, ModelOutcome, Phase, build_models
+from pipeline.build.publish import BuiltImage, build_and_publish, source_date_epoch
+from pipeline.build.source import files_from_dir
+from pipeline.cli.console import (
+    DEFAULT_MODELS_FILE,
+    FORMATTER,
+    add_store_option,
+    byte_progress,
+    err,
+    megabytes_per_second,
+    out,
+)
+from pipeline.errors import InvalidNameError, ModelyardError
+from pipeline.hub.client import HubClient
+from pipeline.models.file import ModelSpec, load_models
+from pipeline.names import repository_name
+from pipeline.oci.format import FORMAT_DESCRIPTION
+from pipeline.oci.image import DEFAULT_PLATFORMS, ImageMetadata, Platform
+from pipeline.store import open_store
+
+DEFAULT_CACHE_DIR = "~/.cache/modelyard/hub"
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    validate = commands.add_parser(
+        "validate",
+        help="check a models.yaml file",
+        formatter_class=FORMATTER,
+        description="Check models.yaml and report every problem with file:line and field.\n"
+        "Exit status 0 only when the file is valid.",
+        epilog=f"Example: modelyard validate {DEFAULT_MODELS_FILE}",
+    )
+    validate.add_argument("file", nargs="?", default=DEFAULT_MODELS_FILE, help=f"default: {DEFAULT_MODELS_FILE}")
+    validate.set_defaults(run=cmd_validate)
+
+    build = commands.add_parser(
+        "build",
+        help="build images into the store",
+        formatter_class=FORMATTER,
+        description="Build reproducible single-layer eStargz images and publish them to the store.\n\n"
+        "From models.yaml (the default): for each model, download the pinned revision from the Hugging Face\n"
+        "Hub, verify every file against the Hub's digests, stream the layer into the store, and publish the\n"
+        "image with two tags: its tagAs and the 40-hex revision. Models already published at that revision\n"
+        "and format are skipped without downloading. One failing model does not stop the others.\n\n"
+        "From a local directory (--from-dir): one image, tagged as --tag says.",
+        epilog="Examples:\n"
+        "  modelyard build                                   # every model in models/models.yaml\n"
+        "  modelyard build --only sentence-transformers/all-MiniLM-L6-v2 --store s3://models/prod\n"
+        "  modelyard build --from-dir ./my-model --name my-org/my-model --tag v1\n\n"
+        "Environment:\n"
+        "  HF_ENDPOINT        the Hub to download from: a mirror or enterprise proxy (default https://huggingface.co)\n"
+        "  HF_TOKEN           a token for gated and private models\n"
+        "  SOURCE_DATE_EPOCH  every timestamp in the image (default 0, the Unix epoch)",
+    )
+    build.add_argument(
+        "--models", default=DEFAULT_MODELS_FILE, metavar="FILE", help=f"models file (default: {DEFAULT_MODELS_FILE})"
+    )
+    build.add_argument("--only", nargs="+", metavar="NAME", help="build only these models (HF id or repository name)")
+    build.add_argument("--force", action="store_true", help="rebuild even when the store is up to date")
+    build.add_argument("--keep-cache", action="store_true", help="keep downloaded files after building")
+    build.add_argument(
+        "--cache-dir", default=DEFAULT_CACHE_DIR, metavar="DIR", help=f"download cache (default: {DEFAULT_CACHE_DIR})"
+    )
+    build.add_argument(
+        "--retries", type=int, default=4, help="retries of a failed Hub request, with backoff (default: 4)"
+    )
+    build.add_argument("--from-dir", metavar="DIR", help="build one image from a local directory instead")
+    build.add_argument("--name", help="with --from-dir: repository name, e.g. org/model (lower-cased)")
+    build.add_argument("--tag", action="append", help="with --from-dir: tag to publish (repeatable; default: latest)")
+    build.add_argument("--revision", help="with --from-dir: source revision recorded in the image annotations")
+    build.add_argument("--source", metavar="URL", help="with --from-dir: source URL recorded in the image annotations")
+    _add_common_build_options(build)
+    build.set_defaults(run=cmd_build)
+
+
+def print_built(built: BuiltImage) -> None:
+    rows = {
+        "image": f"{built.name}:{', '.join(built.tags)}",
+        "files": f"{len(built.layer.files)} ({built.content_bytes:,} bytes)",
+        "layer": f"{built.layer.digest} ({built.layer.size:,} bytes)",
+        "index": built.index.digest,
+        "toc": built.layer.toc_digest,
+        "diff id": built.layer.diff_id,
+        "time": f"{built.seconds:.1f} s, {megabytes_per_second(built.content_bytes, built.seconds)}",
+    }
+    for key, value in rows.items():
+        out.print(f"{key:<8} {value}")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    models = load_models(args.file)
+    out.print(f"{args.file}: {len(models)} models, valid")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    if args.from_dir is not None:
+        return build_from_dir(args)
+    if args.name or args.revision or args.source:
+        raise ModelyardError("--name, --revision and --source go with --from-dir")
+    models = select_models(load_models(args.models), args.only or [])
+    store = open_store(args.store)
+    options = BatchOptions(
+        cache_dir=Path(args.cache_dir).expanduser(),
+        force=args.force,
+        keep_cache=args.keep_cache,
+        platforms=args.platform or DEFAULT_PLATFORMS,
+        threads=args.threads,
+    )
+    hub = HubClient(retries=args.retries)
+    err.print(f"building {len(models)} model(s) from {args.models} into {store.backend.url()} via {hub.endpoint}")
+    with BatchProgress() as progress:
+        outcomes = build_models(models, store, hub, options, progress)
+    print_outcomes(outcomes)
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def select_models(models: list[ModelSpec], only: list[str]) -> list[ModelSpec]:
+    """The models named by --only (HF id or repository name, any case), or all of them."""
+    if not only:
+        return models
+    wanted = {name.lower() for name in only}
+    chosen = [m for m in models if m.hf_id.lower() in wanted or m.repository in wanted]
+    unknown = wanted - {m.hf_id.lower() for m in chosen} - {m.repository for m in chosen}
+    if unknown:
+        raise ModelyardError(f"--only: not in the models file: {', '.join(sorted(unknown))}")
+    return chosen
+
+
+class BatchProgress:
+    """Progress bars per model and phase (download, build), and a line per finished model."""
+
+    def __init__(self) -> None:
+        self.bars = Progress(
+            TextColumn("{task.description:<50}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        )
+        self._tasks: list[TaskID] = []
+
+    def __enter__(self) -> BatchProgress:
+        self.bars.start()
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self.bars.stop()
+
+    def phase(self, model: ModelSpec, phase: Phase, total: int) -> Callable[[int], None]:
+        task = self.bars.add_task(f"{phase:<8} {model.repository}", total=total)
+        self._tasks.append(task)
+
+        def advance(count: int) -> None:
+            self.bars.advance(task, count)
+
+        return advance
+
+    def done(self, outcome: ModelOutcome) -> None:
+        for task in self._tasks:
+            self.bars.remove_task(task)
+        self._tasks.clear()
+        mark = {"built": "built  ", "skipped": "skipped", "failed": "FAILED "}[outcome.status]
+        timings = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in outcome.timings.items())
+        suffix = f" ({timings})" if timings else ""
+        err.print(f"{mark} {outcome.model.repository}: {outcome.detail}{suffix}", markup=False)
+
+
+def print_outcomes(outcomes: list[ModelOutcome]) -> None:
+    table = Table(title="modelyard build", title_justify="left")
+    for column in ("model", "result", "size", "seconds", "MB/s", "detail"):
+        table.add_column(column, overflow="fold", justify="right" if column in ("size", "seconds", "MB/s") else "left")
+    for outcome in outcomes:
+        rate = megabytes_per_second(outcome.size, outcome.seconds) if outcome.size else ""
+        table.add_row(
+            outcome.model.repository,
+            outcome.status,
+            f"{outcome.size / 1e6:,.1f} MB" if outcome.size else "",
+            f"{outcome.seconds:.1f}",
+            rate.removesuffix(" MB/s"),
+            outcome.detail,
+        )
+    out.print(table)
+    counts = {status: sum(o.status == status for o in outcomes) for status in ("built", "skipped", "failed")}
+    out.print(", ".join(f"{count} {status}" for status, count in counts.items()))
+
+
+def build_from_dir(args: argparse.Namespace) -> int:
+    if args.name is None:
+        raise ModelyardError("--from-dir needs --name org/model (the repository name in the store)")
+    store = open_store(args.store)
+    name = repository_name(args.name)
+    files = files_from_dir(args.from_dir)
+    total = sum(f.size for f in files)
+    metadata = ImageMetadata(
+        title=args.name, source=args.source or "", revision=args.revision or "", created=source_date_epoch()
+    )
+    err.print(f"building {name} from {args.from_dir}: {len(files)} files, {total:,} bytes, {FORMAT_DESCRIPTION}")
+    with byte_progress(f"build {name}", total) as progress:
+        task = progress.task_ids[0]
+        built = build_and_publish(
+            store,
+            files,
+            name=name,
+            tags=args.tag or ["latest"],
+            metadata=metadata,
+            platforms=args.platform or DEFAULT_PLATFORMS,
+            threads=args.threads,
+            on_progress=lambda n: progress.advance(task, n),
+        )
+    print_built(built)
+    out.print(f"stored in {store.backend.url()}")
+    return 0
+
+
+def _platform(text: str) -> Platform:
+    try:
+        return Platform.parse(text)
+    except InvalidNameError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def _add_common_build_options(command: argparse.ArgumentParser) -> None:
+    add_store_option(command)
+    command.add_argument(
+        "--platform",
+        action="append",
+        type=_platform,
+        help="os/arch to list in the image index (repeatable; default: linux/amd64 and linux/arm64)",
+    )
+    command.add_argument("--threads", type=int, help="compression threads (default: CPU count; output is identical)")
