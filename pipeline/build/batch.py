@@ -26,6 +26,7 @@ from typing import Literal, Protocol
 
 from huggingface_hub.file_download import repo_folder_name
 
+from pipeline.build.lock import model_lock
 from pipeline.build.publish import build_and_publish, source_date_epoch
 from pipeline.errors import HubError, IntegrityError, ModelyardError, NotFoundError
 from pipeline.oci.estargz import LayerFile, LayerResult
@@ -88,9 +89,14 @@ def build_models(
     for model in models:
         started = time.monotonic()
         try:
-            outcome = build_model(model, store, hub, options, progress)
+            with model_lock(options.cache_dir, model.repository):  # another build of it may share the cache
+                outcome = build_model(model, store, hub, options, progress)
         except ModelyardError as err:
             outcome = ModelOutcome(model, "failed", str(err), time.monotonic() - started)
+        except Exception as err:  # a bug, or the machine: that model failed, the others still build
+            log.error("building %s failed unexpectedly", model.repository, exc_info=err)
+            detail = f"unexpected {type(err).__name__}: {err} (the traceback is in the log)"
+            outcome = ModelOutcome(model, "failed", detail, time.monotonic() - started)
         if progress is not None:
             progress.done(outcome)
         outcomes.append(outcome)
