@@ -22,17 +22,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from huggingface_hub.file_download import repo_folder_name
 
 from pipeline.build.lock import model_lock
 from pipeline.build.publish import build_and_publish, source_date_epoch
+from pipeline.build.source import opener
 from pipeline.errors import HubError, IntegrityError, ModelyardError, NotFoundError
-from pipeline.oci.estargz import LayerFile, LayerResult
-from pipeline.oci.format import FORMAT_ANNOTATION
 from pipeline.hub.client import HubClient, RepoFile, RepoSnapshot
 from pipeline.hub.verify import check_git_blob_ids, check_lfs_digests
+from pipeline.models.file import ModelSpec
+from pipeline.oci.estargz import LayerFile, LayerResult
+from pipeline.oci.format import FORMAT_ANNOTATION, FORMAT_VERSION
 from pipeline.oci.image import (
     ANNOTATION_EXCLUDE,
     ANNOTATION_INCLUDE,
@@ -42,9 +44,7 @@ from pipeline.oci.image import (
     ImageMetadata,
     Platform,
 )
-from pipeline.models.file import ModelSpec
 from pipeline.oci.references import reachable
-from pipeline.build.source import opener
 from pipeline.store import Store
 
 log = logging.getLogger(__name__)
@@ -97,10 +97,40 @@ def build_models(
             log.error("building %s failed unexpectedly", model.repository, exc_info=err)
             detail = f"unexpected {type(err).__name__}: {err} (the traceback is in the log)"
             outcome = ModelOutcome(model, "failed", detail, time.monotonic() - started)
+        _record_outcome(store, outcome)
         if progress is not None:
             progress.done(outcome)
         outcomes.append(outcome)
     return outcomes
+
+
+def failure_record(model: ModelSpec, error: str, failed_at: float) -> dict[str, Any]:
+    """What the store keeps about a model's last failed build (``Store.put_failure``)."""
+    return {
+        "name": model.repository,
+        "hf_id": model.hf_id,
+        "revision": model.revision,
+        "tag": model.tag,
+        "error": error,
+        "failed_at": int(failed_at),
+        "format_version": FORMAT_VERSION,
+    }
+
+
+def _record_outcome(store: Store, outcome: ModelOutcome) -> None:
+    """Keep the failure record of a model that failed; drop it once the model is published.
+
+    A store that cannot take the record (it may be why the build failed) is logged, not raised: the
+    outcome is reported either way.
+    """
+    name = outcome.model.repository
+    try:
+        if outcome.status == "failed":
+            store.put_failure(name, failure_record(outcome.model, outcome.detail, time.time()))
+        else:
+            store.delete_failure(name)
+    except ModelyardError as err:
+        log.warning("could not record the outcome of %s in the store: %s", name, err)
 
 
 def build_model(
@@ -192,7 +222,7 @@ def published_image(store: Store, model: ModelSpec) -> Descriptor | None:
         return None  # a manifest is missing
     # One record per repository: variants of a revision share it, so it must be of this revision.
     record = store.get_catalog(model.repository) or {}
-    if record.get("revision") != model.revision or record.get("format_version") != expected[FORMAT_ANNOTATION]:
+    if record.get("revision") != model.revision or record.get("format_version") != FORMAT_VERSION:
         return None
     return descriptor
 
