@@ -185,7 +185,10 @@ def test_the_command_prints_what_moved(tmp_path: Path, hub: FixtureHub) -> None:
     lines = result.stdout.splitlines()
     assert lines[0] == f"moved    org/moving (latest): {OLD[:12]} -> {NEW} (default branch, {models}:4)"
     assert f"moved    Org/Branched (latest): {DEV[:12]} -> {DEV_NEW} (dev/v2, {models}:11)" in lines
-    assert f"gated    org/gated (latest): left at {GATED[:12]}: gated on the Hub: its files need an accepted token" in lines
+    assert (
+        f"gated    org/gated (latest): left at {GATED[:12]}: gated on the Hub: its files need an accepted token"
+        in lines
+    )
     assert lines[-2] == f"{models}: 3 moved, 1 current, 4 left as they are (1 gated, 3 missing), 0 failed"
     assert lines[-1] == f"wrote {models}"
     assert models.read_text() == expected_after_update()

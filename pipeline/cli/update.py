@@ -62,7 +62,7 @@ def cmd_update(args: argparse.Namespace) -> int:
             args.models, hub.head, only=only, dry_run=args.dry_run, on_done=lambda: progress.advance(task)
         )
     if args.format == "markdown":
-        out.print(markdown_report(report), markup=False)
+        print(markdown_report(report))  # not rich: Markdown must reach stdout verbatim
     else:
         for change in report.changes:
             if change.status != "current":
