@@ -1,6 +1,8 @@
 """A fixture Hugging Face Hub: a real HTTP server speaking the parts of the Hub API huggingface_hub uses.
 
-    GET  /api/models/{id}/revision/{rev}           model_info (with ?blobs=true: size, blobId, lfs.sha256)
+    GET  /api/models/{id}                          model_info at the default branch
+    GET  /api/models/{id}/revision/{rev}           model_info (with ?blobs=true: size, blobId, lfs.sha256); rev may be a branch
+    GET  /api/models/{id}/refs                     list_repo_refs: the branches and their commits
     GET  /api/models/{id}/tree/{rev}[/{dir}]       the tree listing (?recursive=true), in pages with a Link header
     HEAD /{id}/resolve/{rev}/{path}                X-Repo-Commit, ETag, X-Linked-Etag, X-Linked-Size
     GET  /{id}/resolve/{rev}/{path}                the bytes, with Range
@@ -62,12 +64,22 @@ class FixtureRepo:
     card_data: dict[str, Any] = field(default_factory=dict)
     gated: bool = False
     private: bool = False
+    # Branch -> the commit it points at. The default branch, "main", points at ``revision`` unless given here;
+    # only ``revision`` has files, so other commits answer model_info and nothing else.
+    branches: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.entries = {path: _FileEntry.of(path, content, self.is_lfs(path)) for path, content in self.files.items()}
         readme = self.files.get("README.md")
         if not self.card_data and isinstance(readme, bytes):
             self.card_data = _front_matter(readme.decode("utf-8", "replace"))
+
+    def commit_of(self, revision: str) -> str | None:
+        """The commit a revision (a branch name or a commit sha) names, or None when there is none."""
+        heads = {"main": self.revision, **self.branches}
+        if revision in heads:
+            return heads[revision]
+        return revision if revision == self.revision or revision in heads.values() else None
 
     def is_lfs(self, path: str) -> bool:
         name = path.rsplit("/", 1)[-1]
@@ -179,8 +191,13 @@ def _handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
                 hub.requests.append((method, path))
             if not path.startswith("/api/"):
                 self.stall(path.rsplit("/resolve/", 1)[-1].split("/", 1)[-1])
-            if match := re.fullmatch(r"/api/models/(.+)/revision/([^/]+)", path):
-                self.model_info(match[1], match[2])
+            # A branch name may hold a '/', which huggingface_hub sends quoted: match before unquoting.
+            if match := re.fullmatch(r"/api/models/(.+)/revision/([^/]+)", url.path):
+                self.model_info(urllib.parse.unquote(match[1]), urllib.parse.unquote(match[2]))
+            elif match := re.fullmatch(r"/api/models/(.+)/refs", path):
+                self.refs(match[1])
+            elif match := re.fullmatch(r"/api/models/([^/]+(?:/[^/]+)?)", path):
+                self.model_info(match[1], "main")
             elif match := re.fullmatch(r"/api/models/(.+?)/tree/([^/]+)(?:/(.*))?", path):
                 query = urllib.parse.parse_qs(url.query)
                 recursive = query.get("recursive", [""])[0].lower() in ("true", "1")
@@ -193,7 +210,7 @@ def _handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
         # Hub endpoints
 
         def model_info(self, hf_id: str, revision: str) -> None:
-            repo = self.repo(hf_id, revision)
+            repo = self.repo(hf_id, revision, any_commit=True)
             if repo is None:
                 return
             self.stall("api")
@@ -215,7 +232,7 @@ def _handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
                     "id": repo.hf_id,
                     "modelId": repo.hf_id,
                     "author": repo.hf_id.split("/")[0] if "/" in repo.hf_id else None,
-                    "sha": repo.revision,
+                    "sha": repo.commit_of(revision),
                     "lastModified": "2024-01-01T00:00:00.000Z",
                     "createdAt": "2022-01-01T00:00:00.000Z",
                     "private": repo.private,
@@ -231,6 +248,14 @@ def _handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
                     "usedStorage": sum(e.size for e in repo.entries.values()),
                 }
             )
+
+        def refs(self, hf_id: str) -> None:
+            repo = self.repo(hf_id, "main")
+            if repo is None:
+                return
+            heads = {"main": repo.revision, **repo.branches}
+            branches = [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": c} for n, c in sorted(heads.items())]
+            self.json({"branches": branches, "converts": [], "tags": []})
 
         def tree(self, hf_id: str, revision: str, directory: str, recursive: bool, cursor: str) -> None:
             repo = self.repo(hf_id, revision)
@@ -323,7 +348,14 @@ def _handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
 
         # helpers
 
-        def repo(self, hf_id: str, revision: str, for_download: bool = False) -> FixtureRepo | None:
+        def repo(
+            self, hf_id: str, revision: str, for_download: bool = False, any_commit: bool = False
+        ) -> FixtureRepo | None:
+            """The repository, if the request may see it at ``revision``; else answer the Hub's error.
+
+            ``any_commit`` accepts every commit a branch points at (model_info); otherwise only the one
+            whose files the fixture holds.
+            """
             repo = hub.repos.get(hf_id.lower())
             authorization = self.headers.get("Authorization", "")
             token = authorization.removeprefix("Bearer ").strip()
@@ -332,7 +364,8 @@ def _handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
                 status = 401 if repo is not None and not token else 404
                 self.error(status, "RepoNotFound", "Repository not found")
                 return None
-            if revision not in (repo.revision, "main"):
+            commit = repo.commit_of(revision)
+            if commit is None or (commit != repo.revision and not any_commit):
                 self.error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
                 return None
             if repo.gated and for_download and not allowed:
