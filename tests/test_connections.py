@@ -23,6 +23,7 @@ import pytest
 
 from pipeline.store import Store, open_store
 from tests.registry_fixtures import NAME, RunningRegistry, publish, running_registry, small_model_files
+from tests.test_registry_clients import read_response
 
 MiB = 1024 * 1024
 # Short limits, so the timeouts show within a test; the defaults are 10 s (head) and 30 s (idle).
@@ -109,7 +110,7 @@ def test_a_large_body_in_one_write_gets_405(served: Served, method: str, framing
     with connect(served) as connection:
         sender = threading.Thread(target=lambda: _send_quietly(connection, message), daemon=True)
         sender.start()
-        answer = connection.recv(65536)
+        answer, _ = read_response(connection)
         sender.join(30)
     assert answer.startswith(b"HTTP/1.1 405 "), answer[:200]
     assert b'"code":"UNSUPPORTED"' in answer
