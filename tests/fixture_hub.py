@@ -16,7 +16,7 @@ header (as S3 does with a presigned URL), and records every request in ``hub.cdn
 Faults on demand (:class:`Faults`, on both servers): a corrupted byte, 500s before success, a connection
 reset mid-body, a body shorter than its Content-Length, Range requests answered 200 with the whole
 file, a file whose size differs from the listing, gated and private repositories. Every request to the
-Hub is recorded in ``hub.requests``.
+Hub is recorded in ``hub.requests``, every file response in ``hub.served``.
 
 File contents are bytes, a Path (streamed from disk), or a :class:`GeneratedFile`: deterministic bytes
 of any size made as they are served, so a 20 GiB model costs no disk. It serves the real
@@ -208,6 +208,16 @@ class CdnRequest:
     authorization: str | None
 
 
+@dataclass(frozen=True)
+class Served:
+    """A file response, from either server: which file, the Range asked for, the status answered."""
+
+    server: str  # "hub" or "cdn"
+    path: str
+    range: str | None
+    status: int
+
+
 class FixtureHub:
     """The server: start with ``with FixtureHub(repos) as hub``; ``hub.url`` is its endpoint."""
 
@@ -225,6 +235,7 @@ class FixtureHub:
         self.rate = rate  # bytes per second per response; None: as fast as it goes
         self.requests: list[tuple[str, str]] = []
         self.cdn_requests: list[CdnRequest] = []
+        self.served: list[Served] = []
         self.lock = threading.Lock()
         self.server = _Server((host, port), _hub_handler(self))
         self.cdn = _Server((host, 0), _cdn_handler(self)) if cdn else None
@@ -284,6 +295,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     hub: FixtureHub
+    label: str  # "hub" or "cdn"
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # the tests read hub.requests instead
@@ -304,6 +316,8 @@ class _Handler(BaseHTTPRequestHandler):
             dropping = method == "GET" and faults.take(faults.drops, path)
             shortening = method == "GET" and faults.take(faults.short, path)
         if failing:
+            with hub.lock:
+                hub.served.append(Served(self.label, path, self.headers.get("Range"), 500))
             self.error(500, "", "Internal Error (injected)")
             return
         size = entry.size + faults.resized.get(path, 0)
@@ -316,8 +330,12 @@ class _Handler(BaseHTTPRequestHandler):
                 end = min(int(match[2]) + 1, size) if match[2] else size
                 status = 206
                 if start >= size:
-                    self.error(416, "", f"range {requested} is past the end ({size} bytes)")
-                    return
+                    status = 416
+        with hub.lock:
+            hub.served.append(Served(self.label, path, requested, status))
+        if status == 416:
+            self.error(416, "", f"range {requested} is past the end ({size} bytes)")
+            return
         self.send_response(status)
         self.send_header("Content-Length", str(end - start))
         self.send_header("Content-Type", "application/octet-stream")
@@ -341,7 +359,8 @@ class _Handler(BaseHTTPRequestHandler):
             sent += self.write_throttled(piece, started, sent)
         if stop > entry.size:  # served larger than listed
             sent += self.write_throttled(bytes(stop - max(start, entry.size)), started, sent)
-        if dropping:  # a reset: the peer sees ECONNRESET
+        if dropping:  # a reset: the peer sees ECONNRESET once it has read what came before
+            time.sleep(0.05)
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.connection.close()
             self.close_connection = True
@@ -509,7 +528,7 @@ def _hub_handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
                 return None
             return repo
 
-    Handler.hub = hub
+    Handler.hub, Handler.label = hub, "hub"
     return Handler
 
 
@@ -531,7 +550,7 @@ def _cdn_handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
                 return
             self.send_file(method, entry, {})
 
-    Handler.hub = hub
+    Handler.hub, Handler.label = hub, "cdn"
     return Handler
 
 

@@ -447,19 +447,35 @@ class _Fetcher:
             if not whole:
                 skip = span.position  # the whole file came: skip to where the range starts
                 self._ignoring_ranges(response)
-        for piece in response.iter_bytes(PIECE_SIZE):
-            if skip:
-                if len(piece) <= skip:
-                    skip -= len(piece)
-                    continue
-                piece, skip = piece[skip:], 0
-            room = span.end - span.position
-            if len(piece) > room:
-                piece = piece[:room]  # a whole file came for a range: the rest is another segment's
-            deliver(piece)
-            span.position += len(piece)
-            if span.position == span.end:
-                return  # closing mid-body (after a 200 for a range) drops the connection, as it must
+        batch: list[bytes] = []  # small network reads, handed over a piece at a time
+
+        def hand_over() -> None:
+            if batch:
+                piece = batch[0] if len(batch) == 1 else b"".join(batch)
+                batch.clear()
+                deliver(piece)
+                span.position += len(piece)
+
+        pending = 0
+        try:
+            for data in response.iter_bytes():
+                if skip:
+                    if len(data) <= skip:
+                        skip -= len(data)
+                        continue
+                    data, skip = data[skip:], 0
+                room = span.end - span.position - pending
+                if len(data) > room:
+                    data = data[:room]  # a whole file came for a range: the rest is another segment's
+                batch.append(data)
+                pending += len(data)
+                if pending >= PIECE_SIZE or pending == span.end - span.position:
+                    hand_over()
+                    pending = 0
+                    if span.position == span.end:
+                        return  # closing mid-body (after a 200 for a range) drops the connection, as it must
+        finally:
+            hand_over()  # also what came before a fault: the retry resumes after it
 
     def _ignoring_ranges(self, response: httpx2.Response) -> None:
         if not self.ranges_ignored:
