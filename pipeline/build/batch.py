@@ -1,7 +1,8 @@
 """Build the models of a models file: skip what is done, build the rest, one failure never stops the others.
 
 For each model: if its ``tagAs`` tag holds this revision and file selection, built with this format
-version, it is skipped without touching the network (and its revision tag is set if it had moved). Otherwise: list the
+version, and everything that publish writes is there (every blob, the catalog record), it is skipped
+without touching the network (and its revision tag is set if it had moved). Otherwise: list the
 pinned revision on the Hub, keep the files that ``include``/``exclude`` select, get them, check every
 file's digest, stream the layer into the store, publish the image with two tags (``tagAs`` and the
 revision), and write the catalog record.
@@ -26,17 +27,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from huggingface_hub.file_download import repo_folder_name
+from pipeline.build.lock import model_lock
 
 from pipeline.build.publish import BuiltImage, build_and_publish, source_date_epoch
-from pipeline.errors import HubError, IntegrityError, ModelyardError
-from pipeline.oci.estargz import LayerFile, LayerResult
-from pipeline.oci.format import FORMAT_ANNOTATION
+from pipeline.build.source import opener
+from pipeline.errors import HubError, IntegrityError, ModelyardError, NotFoundError
 from pipeline.hub.client import HubClient, RepoFile, RepoSnapshot
 from pipeline.hub.stream import HubStream, StreamOptions
 from pipeline.hub.verify import check_git_blob_ids, check_lfs_digests
+from pipeline.models.file import ModelSpec
+from pipeline.oci.estargz import LayerFile, LayerResult
+from pipeline.oci.format import FORMAT_ANNOTATION, FORMAT_VERSION
 from pipeline.oci.image import (
     ANNOTATION_EXCLUDE,
     ANNOTATION_INCLUDE,
@@ -46,8 +50,7 @@ from pipeline.oci.image import (
     ImageMetadata,
     Platform,
 )
-from pipeline.models.file import ModelSpec
-from pipeline.build.source import opener
+from pipeline.oci.references import reachable
 from pipeline.store import Store
 
 log = logging.getLogger(__name__)
@@ -75,7 +78,7 @@ class BatchOptions:
     platforms: Sequence[Platform] = DEFAULT_PLATFORMS
     threads: int | None = None
     download: Download = "cache"  # "stream": from the Hub straight into the layer, cache_dir unused
-    stream: StreamOptions = StreamOptions()
+    stream: StreamOptions = field(default_factory=StreamOptions)
 
 
 @dataclass(frozen=True)
@@ -96,13 +99,48 @@ def build_models(
     for model in models:
         started = time.monotonic()
         try:
-            outcome = build_model(model, store, hub, options, progress)
+            with model_lock(options.cache_dir, model.repository):  # another build of it may share the cache
+                outcome = build_model(model, store, hub, options, progress)
         except ModelyardError as err:
             outcome = ModelOutcome(model, "failed", str(err), time.monotonic() - started)
+        except Exception as err:  # a bug, or the machine: that model failed, the others still build
+            log.error("building %s failed unexpectedly", model.repository, exc_info=err)
+            detail = f"unexpected {type(err).__name__}: {err} (the traceback is in the log)"
+            outcome = ModelOutcome(model, "failed", detail, time.monotonic() - started)
+        _record_outcome(store, outcome)
         if progress is not None:
             progress.done(outcome)
         outcomes.append(outcome)
     return outcomes
+
+
+def failure_record(model: ModelSpec, error: str, failed_at: float) -> dict[str, Any]:
+    """What the store keeps about a model's last failed build (``Store.put_failure``)."""
+    return {
+        "name": model.repository,
+        "hf_id": model.hf_id,
+        "revision": model.revision,
+        "tag": model.tag,
+        "error": error,
+        "failed_at": int(failed_at),
+        "format_version": FORMAT_VERSION,
+    }
+
+
+def _record_outcome(store: Store, outcome: ModelOutcome) -> None:
+    """Keep the failure record of a model that failed; drop it once the model is published.
+
+    A store that cannot take the record (it may be why the build failed) is logged, not raised: the
+    outcome is reported either way.
+    """
+    name = outcome.model.repository
+    try:
+        if outcome.status == "failed":
+            store.put_failure(name, failure_record(outcome.model, outcome.detail, time.time()))
+        else:
+            store.delete_failure(name)
+    except ModelyardError as err:
+        log.warning("could not record the outcome of %s in the store: %s", name, err)
 
 
 def build_model(
@@ -159,7 +197,13 @@ def build_model(
 
 
 def published_image(store: Store, model: ModelSpec) -> Descriptor | None:
-    """The image the model's tag points at, if it is this revision and file selection in this format version."""
+    """The image the model's tag points at, if everything its publish writes is in the store.
+
+    That is: the index, with this revision, file selection and format version, every manifest,
+    config and layer it references, and a catalog record of this revision and format version. A
+    build killed between its tags and its record is then built again (to the same digests), and
+    the record written.
+    """
     descriptor = store.get_tag(model.repository, model.tag)
     if descriptor is None or not store.has_blob(descriptor.digest):
         return None
@@ -169,6 +213,15 @@ def published_image(store: Store, model: ModelSpec) -> Descriptor | None:
     keys = (FORMAT_ANNOTATION, ANNOTATION_REVISION, ANNOTATION_INCLUDE, ANNOTATION_EXCLUDE)
     if any(published.get(key) != expected.get(key) for key in keys):
         return None  # another revision, selection or format version: rebuild
+    try:
+        if not all(store.has_blob(d.digest) for d in reachable(store, descriptor)):
+            return None
+    except NotFoundError:
+        return None  # a manifest is missing
+    # One record per repository: variants of a revision share it, so it must be of this revision.
+    record = store.get_catalog(model.repository) or {}
+    if record.get("revision") != model.revision or record.get("format_version") != FORMAT_VERSION:
+        return None
     return descriptor
 
 

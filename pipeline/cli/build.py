@@ -30,6 +30,7 @@ from pipeline.names import repository_name
 from pipeline.oci.format import FORMAT_DESCRIPTION
 from pipeline.oci.image import DEFAULT_PLATFORMS, ImageMetadata, Platform
 from pipeline.store import LocalBackend, Store, open_store
+from pipeline.store.gc import sweep_uploads
 
 DEFAULT_CACHE_DIR = "~/.cache/modelyard/hub"
 
@@ -140,6 +141,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise ModelyardError("--keep-cache needs a cache: add --download cache (streaming uses no disk)")
     if args.connections < 1:
         raise ModelyardError(f"--connections must be at least 1, got {args.connections}")
+    sweep_stale_uploads(store)
     options = BatchOptions(
         cache_dir=Path(args.cache_dir).expanduser(),
         force=args.force,
@@ -165,6 +167,14 @@ def download_mode(requested: str, store: Store) -> Download:
     if requested == "auto":
         return "cache" if isinstance(store.backend, LocalBackend) else "stream"
     return "stream" if requested == "stream" else "cache"
+
+
+def sweep_stale_uploads(store: Store) -> None:
+    """Remove the temporaries killed builds left in the store (a stopped layer upload is model-sized)."""
+    removed = sweep_uploads(store)
+    if removed:
+        size = sum(info.size for info in removed)
+        err.print(f"removed {len(removed)} upload temporaries left by killed builds ({size:,} bytes)")
 
 
 def select_models(models: list[ModelSpec], only: list[str]) -> list[ModelSpec]:
@@ -272,6 +282,7 @@ def build_from_dir(args: argparse.Namespace) -> int:
     if args.name is None:
         raise ModelyardError("--from-dir needs --name org/model (the repository name in the store)")
     store = open_store(args.store)
+    sweep_stale_uploads(store)
     name = repository_name(args.name)
     files = files_from_dir(args.from_dir)
     total = sum(f.size for f in files)
