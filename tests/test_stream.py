@@ -82,8 +82,8 @@ def store_for(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> t
 
 
 def leftovers(store: Store) -> list[str]:
-    """What a failed build could leave behind: blobs, temporaries, open multipart uploads, tags."""
-    keys = [i.key for i in store.backend.list("")]
+    """What a failed build could leave behind (but the record of why it failed): blobs, temporaries, tags."""
+    keys = [i.key for i in store.backend.list("") if not i.key.startswith("failures/")]
     return keys + [u.key for u in store.backend.incomplete_uploads()]
 
 
@@ -95,7 +95,7 @@ def test_streamed_and_cached_builds_are_identical(hub: FixtureHub, store: Store,
     minilm = ModelSpec(MINILM_ID, MINILM_REVISION)
     streamed = build(hub, store, tmp_path, tiny(), minilm)
     assert [o.status for o in streamed] == ["built", "built"], [o.detail for o in streamed]
-    assert not (tmp_path / "cache").exists()  # streaming: no disk
+    assert not list((tmp_path / "cache").glob("models--*"))  # streaming: no disk (only the build lock)
     cached = Store(LocalBackend(tmp_path / "cached"))
     assert [o.detail for o in build(hub, cached, tmp_path, tiny(), minilm, download="cache")] == [
         o.detail for o in streamed
@@ -164,6 +164,8 @@ def test_a_corrupted_byte_aborts_the_upload(
     assert outcome.detail.startswith(f"Org/Tiny-Model: {path}: {kind} is ")
     assert ", the Hub says " in outcome.detail and outcome.detail.endswith("; not published")
     assert leftovers(store) == []  # no blob, no temporary, no open multipart upload, no tag
+    failure = store.get_failure("org/tiny-model")
+    assert failure is not None and failure["error"] == outcome.detail
 
 
 @pytest.mark.parametrize("delta", [100, -100])
@@ -268,7 +270,7 @@ def test_a_killed_streaming_build_converges(tmp_path: Path, backend: str, reques
         process.send_signal(signal.SIGKILL)
         process.wait()
         assert store.tags("org/generated") == [] and list(store.backend.list("blobs/")) == []
-        assert not (tmp_path / "cache").exists()
+        assert not list((tmp_path / "cache").glob("models--*"))
 
         report = collect_garbage(store, grace=0)
         assert any(info.key.startswith("uploads/") for info in report.removed)
