@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.store import open_store
+from pipeline.store.gc import DEFAULT_GRACE, sweep_uploads
+from pipeline.store.s3 import S3Backend
 from tests.conftest import write_tree
 from tests.fixture_hub import FixtureHub, FixtureRepo
 from tests.killing import modelyard, paused_at
@@ -77,3 +79,19 @@ def test_a_killed_layer_write_is_cleaned_by_the_next_build(tmp_path: Path) -> No
     assert "removed 1 upload temporaries left by killed builds" in rerun.stderr
     assert list((store_root / "uploads").iterdir()) == []
     assert open_store(str(store_root)).get_tag("org/model", "latest") is not None
+
+
+def test_a_multipart_copy_cut_short_is_swept_after_the_grace_period() -> None:
+    # A layer over 5 GiB is copied to its digest key in parts: a kill during the copy leaves a
+    # multipart upload under blobs/, never visible as an object, but stored (and billed).
+    key = "blobs/sha256/" + "a" * 64
+    with moto_s3():
+        store = open_store("s3://models/copy")
+        backend: S3Backend = store.backend  # type: ignore[assignment]
+        backend.call("create_multipart_upload", key)
+        (upload,) = backend.incomplete_uploads()
+        assert upload.key == key
+        assert sweep_uploads(store, now=upload.started + DEFAULT_GRACE / 2) == []  # it may be a copy going on
+        removed = sweep_uploads(store, now=upload.started + DEFAULT_GRACE)
+        assert [info.key for info in removed] == [key]
+        assert list(backend.incomplete_uploads()) == [] and not store.has_blob("sha256:" + "a" * 64)
