@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import hub, layer, registry, s3
+from bench import hub, layer, load, registry, s3
 
-BENCHMARKS = {"layer": layer.main, "hub": hub.main, "s3": s3.main, "registry": registry.main}
+BENCHMARKS = {"layer": layer.main, "hub": hub.main, "s3": s3.main, "registry": registry.main, "load": load.main}
 
 
 def main() -> None:
