@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -125,9 +127,12 @@ def lazy_runtime(workdir: Path, config: SnapshotterConfig) -> Iterator[Runtime]:
     snapshotter_binary, containerd_binary = require_tool("stargz-grpc"), require_tool("containerd")
     require_tool("ctr"), require_tool("ctr-remote")
     workdir.mkdir(parents=True, exist_ok=True)
-    socket = workdir / "stargz.sock"
+    # A unix socket path has at most 104 bytes, fewer than a pytest temp dir can take: sockets go in a
+    # short directory of their own.
+    sockets = Path(tempfile.mkdtemp(prefix="modelyard-lazy-"))
+    socket = sockets / "stargz.sock"
     (workdir / "stargz.toml").write_text(config.toml())
-    address = str(workdir / "containerd.sock")
+    address = str(sockets / "containerd.sock")
     (workdir / "containerd.toml").write_text(
         "version = 2\n"
         f'root = "{workdir / "containerd-root"}"\n'
@@ -158,6 +163,7 @@ def lazy_runtime(workdir: Path, config: SnapshotterConfig) -> Iterator[Runtime]:
         for process in reversed(processes):  # containerd first, then the snapshotter (it unmounts its layers)
             _stop(process)
         _unmount_everything_under(workdir)
+        shutil.rmtree(sockets, ignore_errors=True)
 
 
 def _wait_for(socket: Path, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
