@@ -85,3 +85,21 @@ def test_structure_problems() -> None:
 def test_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ModelsFileError, match="cannot read"):
         load_models(tmp_path / "nope.yaml")
+
+
+def test_a_tag_must_leave_room_for_its_format_tags() -> None:
+    text = f"""models:
+  - name: a/b
+    sha: {SHA}
+    tagAs: latest-modelpack
+  - name: c/d
+    sha: {SHA}
+    tagAs: {"v" * 119}
+"""
+    assert problems(text) == [
+        "models.yaml:4: models[0] (a/b).tagAs: tags ending in -modelkit, -modelpack name a tag's formats",
+        "models.yaml:7: models[1] (c/d).tagAs: at most 118 characters, so that its format tag (vvvvvvvv...-modelpack) "
+        "is a valid tag",
+    ]
+    (model,) = parse_models(f"models:\n  - name: e/f\n    sha: {SHA}\n    tagAs: {'v' * 118}\n")
+    assert len(model.tag) == 118
