@@ -216,7 +216,9 @@ def test_catalog(store: Store, image: BuiltImage, tmp_path: Path) -> None:
     assert page.headers["link"] == f'</v2/_catalog?n=1&last={NAME}>; rel="next"'
 
 
-def test_referrers_is_an_empty_index(client: TestClient, image: BuiltImage) -> None:
+def test_referrers_list_the_formats_and_filter(client: TestClient, image: BuiltImage) -> None:
+    listed = client.get(f"/v2/{NAME}/referrers/{image.index.digest}").json()["manifests"]
+    assert sorted(m["digest"] for m in listed) == sorted(f.descriptor.digest for f in image.formats)
     response = client.get(f"/v2/{NAME}/referrers/{image.index.digest}?artifactType=application/x")
     assert response.status_code == 200
     assert response.headers["content-type"] == MEDIA_TYPE_INDEX
