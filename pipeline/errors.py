@@ -52,5 +52,9 @@ class NotFoundError(StoreError):
     """A blob, tag or record is not in the store."""
 
 
+class MissingStoreError(StoreError):
+    """The store itself does not exist: a mistyped ``--store``, a bucket never created."""
+
+
 class HubError(ModelyardError):
     """Hugging Face refused or failed a request (not found, gated, network)."""
