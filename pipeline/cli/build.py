@@ -35,7 +35,8 @@ from pipeline.models.file import ModelSpec, load_models
 from pipeline.names import repository_name
 from pipeline.oci.format import FORMAT_DESCRIPTION
 from pipeline.oci.image import DEFAULT_PLATFORMS, ImageMetadata, Platform
-from pipeline.store import open_store
+from pipeline.store import Store, open_store
+from pipeline.store.gc import sweep_uploads
 
 DEFAULT_CACHE_DIR = "~/.cache/modelyard/hub"
 
@@ -119,6 +120,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise ModelyardError("--name, --revision and --source go with --from-dir")
     models = select_models(load_models(args.models), args.only or [])
     store = open_store(args.store)
+    sweep_stale_uploads(store)
     options = BatchOptions(
         cache_dir=Path(args.cache_dir).expanduser(),
         force=args.force,
@@ -132,6 +134,14 @@ def cmd_build(args: argparse.Namespace) -> int:
         outcomes = build_models(models, store, hub, options, progress)
     print_outcomes(outcomes)
     return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def sweep_stale_uploads(store: Store) -> None:
+    """Remove the temporaries killed builds left in the store (a stopped layer upload is model-sized)."""
+    removed = sweep_uploads(store)
+    if removed:
+        size = sum(info.size for info in removed)
+        err.print(f"removed {len(removed)} upload temporaries left by killed builds ({size:,} bytes)")
 
 
 def select_models(models: list[ModelSpec], only: list[str]) -> list[ModelSpec]:
@@ -210,6 +220,7 @@ def build_from_dir(args: argparse.Namespace) -> int:
     if args.name is None:
         raise ModelyardError("--from-dir needs --name org/model (the repository name in the store)")
     store = open_store(args.store)
+    sweep_stale_uploads(store)
     name = repository_name(args.name)
     files = files_from_dir(args.from_dir)
     total = sum(f.size for f in files)
