@@ -54,7 +54,7 @@ def test_every_problem_is_reported_with_its_line_and_field() -> None:
         "models.yaml:4: models[1] (bad//name).name: 'bad//name' is not a Hugging Face repo id (expected 'org/name' or 'name')",
         f"models.yaml:5: models[1] (bad//name).sha: expected 40 lowercase hex characters, got '{SHA.upper()}'",
         "models.yaml:6: models[1] (bad//name).tagAs: '-nope' is not a valid OCI tag",
-        "models.yaml:7: models[1] (bad//name).colour: unknown key (expected exclude, include, name, sha, tagAs)",
+        "models.yaml:7: models[1] (bad//name).colour: unknown key (expected branch, exclude, include, name, sha, tagAs)",
         "models.yaml:8: models[2].name: missing",
         "models.yaml:9: ok/model: same name and tag (ok/model:latest) as the entry at models.yaml:2",
         "models.yaml:12: models[4] (other/model).sha: expected 40 lowercase hex characters, got '12345'",
@@ -124,7 +124,7 @@ def test_a_path_with_colons(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         load_models(path)
     assert raised.value.problems == [
         f"{path}:3: models[0] (a/b).sha: expected 40 lowercase hex characters, got 'nope'",
-        f"{path}:6: models[1] (a/b).colour: unknown key (expected exclude, include, name, sha, tagAs)",
+        f"{path}:6: models[1] (a/b).colour: unknown key (expected branch, exclude, include, name, sha, tagAs)",
     ]
     for argv in (["validate", str(path)], ["build", "--models", str(path), "--store", str(tmp_path / "s")]):
         assert main(argv) == 1
@@ -160,3 +160,19 @@ def test_aliases_may_share_a_list_but_not_explode() -> None:
     assert loop == "models.yaml:1: an alias refers to a node that contains it"
     (deep,) = problems("models: " + "[" * 100_000 + "]" * 100_000 + "\n")
     assert deep == "models.yaml:1: nested deeper than 32 levels: not a models file"
+
+
+def test_a_branch_for_update_to_follow() -> None:
+    (model,) = parse_models(f"models:\n  - name: org/model\n    sha: {SHA}\n    branch: release/v2\n")
+    assert model.branch == "release/v2"
+    (default,) = parse_models(f"models:\n  - name: org/model\n    sha: {SHA}\n")
+    assert default.branch is None
+    for bad in ("-x", "a..b", "a b", "a/", "a.lock", ".hidden", "a//b", "x@{1}", "@", "a:b", "a/.b"):
+        (problem,) = problems(f"models:\n  - name: org/model\n    sha: {SHA}\n    branch: '{bad}'\n")
+        assert problem == f"models.yaml:4: models[0] (org/model).branch: {bad!r} is not a git branch name"
+    (numbered,) = parse_models(f"models:\n  - name: org/model\n    sha: {SHA}\n    branch: 3\n")
+    assert numbered.branch == "3"  # read as written
+    (problem,) = problems(f"models:\n  - name: org/model\n    sha: {SHA}\n    branch: true\n")
+    assert problem == (
+        "models.yaml:4: models[0] (org/model).branch: expected a string, got 'true' (quote it if you mean the text)"
+    )
