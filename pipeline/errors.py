@@ -70,3 +70,7 @@ class MissingRevisionError(HubError):
 
 class GatedModelError(HubError):
     """The repository is gated: its files need a token of an account that accepted its conditions."""
+
+
+class HubUnavailableError(HubError):
+    """The Hub could not be reached or kept failing (network, timeouts, 429, 5xx) through every retry."""

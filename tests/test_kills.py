@@ -42,7 +42,7 @@ def test_a_kill_between_the_tags_and_the_catalog_record(hub: FixtureHub, tmp_pat
     models.write_text(f'models:\n  - name: Org/Tiny-Model\n    sha: "{TINY_REVISION}"\n')
     with a_store(kind, tmp_path) as (location, env):
         env = {**env, "HF_ENDPOINT": hub.url}
-        args = ["build", "--models", str(models), "--store", location, "--cache-dir", str(tmp_path / "cache")]
+        args = ["build", "--all", "--models", str(models), "--store", location, "--cache-dir", str(tmp_path / "cache")]
         store = open_store(location)
         with paused_at(f"catalog/{NAME}.json", args, tmp_path, env):
             # The revision tag (the last one) has just appeared; the record is about to be written.

@@ -22,11 +22,12 @@ from pipeline.cli.console import (
     megabytes_per_second,
     out,
 )
+from pipeline.cli.plan import preview_build
 from pipeline.errors import InvalidNameError, ModelsFileError, ModelyardError
 from pipeline.github import problem_annotation
 from pipeline.hub.client import DEFAULT_TIMEOUT, HubClient
 from pipeline.hub.stream import MiB, StreamOptions
-from pipeline.models.file import ModelSpec, load_models
+from pipeline.models.file import ModelSpec, load_models, select_models
 from pipeline.names import repository_name
 from pipeline.oci.format import FORMAT_DESCRIPTION
 from pipeline.oci.image import DEFAULT_PLATFORMS, ImageMetadata, Platform
@@ -84,7 +85,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     build.add_argument(
         "--models", default=DEFAULT_MODELS_FILE, metavar="FILE", help=f"models file (default: {DEFAULT_MODELS_FILE})"
     )
-    build.add_argument("--only", nargs="+", metavar="NAME", help="build only these models (HF id or repository name)")
+    which = build.add_mutually_exclusive_group()
+    which.add_argument("--only", nargs="+", metavar="NAME", help="build these models (HF id or repository name)")
+    which.add_argument("--all", action="store_true", help="build every model of the models file")
     build.add_argument("--force", action="store_true", help="rebuild even when the store is up to date")
     build.add_argument(
         "--download",
@@ -157,7 +160,13 @@ def cmd_build(args: argparse.Namespace) -> int:
         return build_from_dir(args)
     if args.name or args.revision or args.source:
         raise ModelyardError("--name, --revision and --source go with --from-dir")
-    models = select_models(load_models(args.models), args.only or [])
+    listed = load_models(args.models)
+    if not args.only and not args.all:
+        raise ModelyardError(
+            f"which models? Name them with --only NAME..., or build all {len(listed)} of {args.models} with --all "
+            "(`modelyard plan` shows what that would download)"
+        )
+    models = select_models(listed, args.only or [])
     store = open_store(args.store)
     download = download_mode(args.download, store)
     if download == "stream" and args.keep_cache:
@@ -175,6 +184,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         stream=StreamOptions(connections=args.connections),
     )
     hub = HubClient(retries=args.retries, timeout=args.hub_timeout)
+    preview_build(models, store, options)  # before anything is downloaded; refuses what cannot fit
     how = "streaming" if download == "stream" else f"downloading into {options.cache_dir}"
     err.print(
         f"building {len(models)} model(s) from {args.models} into {store.backend.url()}, {how} from {hub.endpoint}"
@@ -198,18 +208,6 @@ def sweep_stale_uploads(store: Store) -> None:
     if removed:
         size = sum(info.size for info in removed)
         err.print(f"removed {len(removed)} upload temporaries left by killed builds ({size:,} bytes)")
-
-
-def select_models(models: list[ModelSpec], only: list[str]) -> list[ModelSpec]:
-    """The models named by --only (HF id or repository name, any case), or all of them."""
-    if not only:
-        return models
-    wanted = {name.lower() for name in only}
-    chosen = [m for m in models if m.hf_id.lower() in wanted or m.repository in wanted]
-    unknown = wanted - {m.hf_id.lower() for m in chosen} - {m.repository for m in chosen}
-    if unknown:
-        raise ModelyardError(f"--only: not in the models file: {', '.join(sorted(unknown))}")
-    return chosen
 
 
 class BatchProgress:

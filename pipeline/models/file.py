@@ -39,7 +39,7 @@ from pathlib import Path
 import yaml
 
 from pipeline import names
-from pipeline.errors import InvalidNameError, ModelsFileError
+from pipeline.errors import InvalidNameError, ModelsFileError, ModelyardError
 
 DEFAULT_TAG = "latest"
 _ENTRY_KEYS = {"name", "sha", "tagAs", "include", "exclude", "branch"}
@@ -81,6 +81,18 @@ class ModelSpec:
         if self.include and not any(fnmatch.fnmatchcase(path, p) for p in self.include):
             return False
         return not any(fnmatch.fnmatchcase(path, p) for p in self.exclude)
+
+
+def select_models(models: list[ModelSpec], only: list[str]) -> list[ModelSpec]:
+    """The models named by ``only`` (HF id or repository name, any case), or all of them when it is empty."""
+    if not only:
+        return models
+    wanted = {name.lower() for name in only}
+    chosen = [m for m in models if m.hf_id.lower() in wanted or m.repository in wanted]
+    unknown = wanted - {m.hf_id.lower() for m in chosen} - {m.repository for m in chosen}
+    if unknown:
+        raise ModelyardError(f"--only: not in the models file: {', '.join(sorted(unknown))}")
+    return chosen
 
 
 def load_models(path: str | Path) -> list[ModelSpec]:
