@@ -1,15 +1,16 @@
 """Benchmarks, each printing ratios against an anchor measured in the same run.
 
 python -m bench layer      the eStargz layer writer vs the reference writer
+python -m bench virtual    virtual blob GETs vs stored blob GETs; storage of every format
 """
 
 from __future__ import annotations
 
 import sys
 
-from bench import hub, layer, registry, s3
+from bench import hub, layer, registry, s3, virtual
 
-BENCHMARKS = {"layer": layer.main, "hub": hub.main, "s3": s3.main, "registry": registry.main}
+BENCHMARKS = {"layer": layer.main, "hub": hub.main, "s3": s3.main, "registry": registry.main, "virtual": virtual.main}
 
 
 def main() -> None:
