@@ -128,7 +128,7 @@ def summary(plan: Plan) -> str:
         text += f": {human_bytes(plan.download)} to download, up to {human_bytes(plan.stored)} stored"
         if plan.unknown_sizes:
             text += f" (and {plan.unknown_sizes} of unknown size)"
-    return f"{text}; {total - building} up to date"
+    return f"{text}; {total - building} up to date" if building < total else text
 
 
 def print_disk(needs: list[DiskNeed], console: Console) -> None:
