@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import hub, layer, registry, s3
+from bench import hub, layer, registry, s3, stream
 
-BENCHMARKS = {"layer": layer.main, "hub": hub.main, "s3": s3.main, "registry": registry.main}
+BENCHMARKS = {"layer": layer.main, "hub": hub.main, "s3": s3.main, "registry": registry.main, "stream": stream.main}
 
 
 def main() -> None:

@@ -66,7 +66,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "and format are skipped without downloading. One failing model does not stop the others.\n\n"
         "How files come from the Hub (--download):\n"
         "  stream  straight into the layer, verified as they pass: no disk at all, the download overlapped\n"
-        "          with the build, memory bounded (--connections x 16 MiB). A model larger than the disk\n"
+        "          with the build, memory bounded (--connections x 8 MiB). A model larger than the disk\n"
         "          (a 14 GB CI runner, say) must use it. The default when the store is a bucket.\n"
         "  cache   into --cache-dir first, then build: disk for the model once, plus the layer in a local\n"
         "          store; --keep-cache makes rebuilds need no network. The default for a local store.\n\n"
