@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from rich.filesize import decimal
 from rich.progress import Progress, ProgressColumn, Task, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -242,9 +243,7 @@ class BatchProgress:
 
         def advance(count: int) -> None:
             done[phase] += count
-            counts = (
-                f"{done['download'] / 1e9:.2f} GB downloaded, {done['build'] / 1e9:.2f} of {total / 1e9:.2f} GB built"
-            )
+            counts = f"{decimal(done['download'])} downloaded, {decimal(done['build'])} of {decimal(total)} built"
             self.bars.update(task, advance=count, counts=counts, download=done["download"], build=done["build"])
 
         return advance
