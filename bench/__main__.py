@@ -1,15 +1,24 @@
 """Benchmarks, each printing ratios against an anchor measured in the same run.
 
 python -m bench layer      the eStargz layer writer vs the reference writer
+python -m bench virtual    virtual blob GETs vs stored blob GETs; storage of every format
+python -m bench stream     streaming from the Hub into a bucket vs snapshot_download alone
 """
 
 from __future__ import annotations
 
 import sys
 
-from bench import hub, layer, registry, s3, stream
+from bench import hub, layer, registry, s3, stream, virtual
 
-BENCHMARKS = {"layer": layer.main, "hub": hub.main, "s3": s3.main, "registry": registry.main, "stream": stream.main}
+BENCHMARKS = {
+    "layer": layer.main,
+    "hub": hub.main,
+    "s3": s3.main,
+    "registry": registry.main,
+    "virtual": virtual.main,
+    "stream": stream.main,
+}
 
 
 def main() -> None:

@@ -42,6 +42,11 @@ def run(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
     return result  # type: ignore[no-any-return]
 
 
+def with_formats(tags: list[str]) -> list[str]:
+    """The tags a publish of ``tags`` writes, sorted: each image tag and its ``-modelkit``, ``-modelpack``."""
+    return sorted(f"{tag}{suffix}" for tag in tags for suffix in ("", "-modelkit", "-modelpack"))
+
+
 def write_tree(root: Path, files: Mapping[str, bytes]) -> Path:
     """Create files (with their parent directories) under ``root``."""
     root.mkdir(parents=True, exist_ok=True)
@@ -58,6 +63,16 @@ def reference_verify(blob: Path, *expected: str) -> tuple[int, dict[str, Any]]:
     tool = require_tool("estargz-ref")
     result = subprocess.run([tool, "verify", str(blob), *expected], capture_output=True, text=True)
     return result.returncode, json.loads(result.stdout)
+
+
+def reference_build(source_tar: Path, blob: Path, *options: str) -> LayerResult:
+    """Build ``blob`` from a tar with the reference eStargz writer (``estargz-ref build``); describe it."""
+    tool = require_tool("estargz-ref")
+    built = json.loads(run(tool, "build", str(source_tar), str(blob), *options).stdout)
+    status, report = reference_verify(blob, "--toc-digest", built["toc_digest"], "--diff-id", built["diff_id"])
+    assert status == 0, report["errors"]
+    size = int(report["uncompressed_tar_bytes"])
+    return LayerResult(built["blob_digest"], built["output_bytes"], built["diff_id"], built["toc_digest"], size, ())
 
 
 def verify_with_reference(blob: Path, layer: LayerResult) -> dict[str, Any]:
