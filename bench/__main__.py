@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import hub, layer, registry, s3, stream, virtual
+from bench import hub, layer, load, registry, s3, stream, virtual
 
 BENCHMARKS = {
     "layer": layer.main,
@@ -17,6 +17,7 @@ BENCHMARKS = {
     "s3": s3.main,
     "registry": registry.main,
     "virtual": virtual.main,
+    "load": load.main,
     "stream": stream.main,
 }
 
