@@ -79,3 +79,8 @@ def test_one_progress_bar_per_model_shows_download_and_build() -> None:
         (14, "cyan"),
         (16, "bar.back"),
     ]
+
+
+def test_an_empty_store_location_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["build", "--from-dir", ".", "--name", "a/b", "--store", ""]) == 1  # never the current directory
+    assert "the store location is empty" in capsys.readouterr().err
