@@ -95,6 +95,7 @@ class LocalBackend:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).absolute()
+        self._real_root: str | None = None
 
     def url(self) -> str:
         return str(self.root)
@@ -131,37 +132,48 @@ class LocalBackend:
                 path.mkdir()
                 path.chmod(DIRECTORY_MODE)
 
-    def _inside(self, key: str) -> Path | None:
-        """The real path of ``key``, or None when a symbolic link takes it out of the store."""
-        real = os.path.realpath(self.path(key))
-        root = os.path.realpath(self.root)
-        return Path(real) if real.startswith(root + os.sep) else None
-
     def _open(self, key: str) -> int:
-        """A descriptor of the regular file ``key``; NotFoundError when absent, not a file, or outside."""
-        real = self._inside(key)
-        if real is None:
-            raise NotFoundError(f"{key} leads out of the store at {self.root}: not followed")
+        """A descriptor of the regular file ``key``; NotFoundError when absent, not a file, or outside.
+
+        The check is on what was opened, so no link swapped in between can fool it, and it costs two
+        system calls, not a walk of every component: blob reads are the registry's hot path.
+        """
         try:
-            # O_NONBLOCK: a FIFO placed in the store must not hang the reader; regular files ignore it.
-            descriptor = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            # O_NONBLOCK: a FIFO must not hang the reader; O_NOCTTY: a terminal must not become ours.
+            descriptor = os.open(self.path(key), os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError) as err:
             raise NotFoundError(f"{key} is not in the store at {self.root}") from err
         except OSError as err:
             raise _store_error(err, self.path(key), "read") from err
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        try:
+            if not self._opened_inside(key, descriptor):
+                raise NotFoundError(f"{key} leads out of the store at {self.root}: not followed")
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                raise NotFoundError(f"{key} is not a file in the store at {self.root}")
+        except BaseException:
             os.close(descriptor)
-            raise NotFoundError(f"{key} is not a file in the store at {self.root}")
+            raise
         return descriptor
 
-    def stat(self, key: str) -> ObjectInfo | None:
-        real = self._inside(key)
+    def _opened_inside(self, key: str, descriptor: int) -> bool:
+        """Whether the file open as ``descriptor`` (``key``, links followed) lies inside the store."""
         try:
-            info = None if real is None else real.stat()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        if info is None or not stat.S_ISREG(info.st_mode):
-            return None  # outside the store, or a directory (a bucket has none): keys name files only
+            real = os.readlink(f"/proc/self/fd/{descriptor}")  # the kernel's own resolution
+        except OSError:
+            real = os.path.realpath(self.path(key))  # no /proc: resolve it the slow way
+        if self._real_root is None:
+            self._real_root = os.path.realpath(self.root)  # the store's own root may be a link: fine
+        return real.startswith(self._real_root + os.sep)
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            descriptor = self._open(key)
+        except NotFoundError:
+            return None  # absent, outside the store, or a directory (a bucket has none): keys name files only
+        try:
+            info = os.fstat(descriptor)
+        finally:
+            os.close(descriptor)
         return ObjectInfo(key, info.st_size, info.st_mtime)
 
     def read(self, key: str) -> bytes:
@@ -172,16 +184,17 @@ class LocalBackend:
                 raise _store_error(err, self.path(key), "read") from err
 
     def read_range(self, key: str, start: int, end: int) -> Iterator[bytes]:
-        handle = os.fdopen(self._open(key), "rb")
-        with handle:
-            handle.seek(start)
-            remaining = end - start
-            while remaining > 0:
-                piece = handle.read(min(READ_PIECE, remaining))
+        descriptor = self._open(key)
+        try:
+            offset = start
+            while offset < end:
+                piece = os.pread(descriptor, min(READ_PIECE, end - offset), offset)
                 if not piece:
-                    raise StoreError(f"{key} ended {remaining} bytes early")
-                remaining -= len(piece)
+                    raise StoreError(f"{key} ended {end - offset} bytes early")
+                offset += len(piece)
                 yield piece
+        finally:
+            os.close(descriptor)
 
     def write(self, key: str, data: bytes) -> None:
         upload = LocalUpload(self)
