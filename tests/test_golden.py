@@ -1,13 +1,17 @@
-"""Golden digests: the exact bytes of format 1 for a fixed fixture.
+"""Golden digests: the exact bytes of format 2 for a fixed fixture, on this CPU and on emulated ones.
 
-If this fails, the bytes of every image changed: the tar rules, the TOC, the compressor (its version or
-level), the chunk size, or the image JSON. If that was not the intent, it is a bug. If it was, bump
-FORMAT_VERSION in pipeline/oci/format.py and update these digests in the same commit.
+If this fails, the bytes of every image changed: the tar rules, the TOC, the compressor (its version,
+level or store rule), the chunk size, or the image JSON. If that was not the intent, it is a bug. If it
+was, bump FORMAT_VERSION in pipeline/oci/format.py and update these digests in the same commit.
+
+The same digests must come out of every CPU a build may run on. The fixture (tests/golden.py) is built
+under qemu-user on x86-64 CPU models without AVX2 (Nehalem), with AVX2 (Haswell) and a server model
+(Icelake-Server; qemu's emulator masks its AVX-512, which the native run covers on a CPU that has it),
+and on aarch64 CPU models, with a Debian arm64 Python and the pinned arm64 wheels (tests/arm64_python.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import sys
@@ -15,91 +19,56 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build.publish import BuiltImage, build_and_publish
-from pipeline.build.source import files_from_dir
 from pipeline.oci.format import FORMAT_VERSION
-from pipeline.oci.image import ImageMetadata
-from pipeline.store import LocalBackend, Store, blob_key
-from tests.conftest import ROOT, require_tool, run, verify_with_reference, write_tree
-
-
-def pseudo_random(size: int, seed: bytes) -> bytes:
-    """Deterministic bytes, the same on every machine and Python version."""
-    blocks = (hashlib.sha256(seed + i.to_bytes(8, "big")).digest() for i in range(size // 32 + 1))
-    return b"".join(blocks)[:size]
-
-
-FIXTURE = {
-    "config.json": b'{"architectures": ["BertModel"], "hidden_size": 384}\n',
-    "1_Pooling/config.json": b'{"word_embedding_dimension": 384}\n',
-    "model.safetensors": pseudo_random(5 * 1024 * 1024 + 3, b"weights"),
-    "tokenizer.json": b'{"version": "1.0"}\n' * 1000,
-    "empty.txt": b"",
-    "deep/a/b/c/" + "long-name-" * 12 + ".txt": b"long\n",
-    "données/été.txt": "ünïcödé\n".encode(),
-}
-
-METADATA = ImageMetadata(
-    title="golden/fixture",
-    source="https://huggingface.co/golden/fixture",
-    revision="0123456789" * 4,
-    licenses="mit",
-)
+from pipeline.store import blob_key
+from tests import arm64_python
+from tests.conftest import ROOT, require_tool, run, verify_with_reference
+from tests.golden import build_fixture, digests
 
 GOLDEN = {
-    "layer": "sha256:749c4841ebe111777edd19ccfafeb74ac9dbc4bc1c298ea4749955ac2d141b5e",
-    "diff_id": "sha256:54d8cd022a7ee462c198785ff0dcee62a486f4da2583deb6f7a6c1b728b7c5b8",
-    "toc": "sha256:522e60f7b97de0a0a530d28a13e21365ca006981940e62c86470f7f95b405f71",
-    "index": "sha256:c1b15f6d41a336112defb599b90568104682b096ff1a4697a3b215ceb13fcb08",
+    "layer": "sha256:816609b96230f3e782bc7b2314df14809fe7619f2a4479bf700369fa01c93e3c",
+    "diff_id": "sha256:bd405d5bce601ea621a00a1d167ff8a48fccf10f6340e5bb62a07955425fef2c",
+    "toc": "sha256:762d61ef3d8721235803e07f40ae4723d1cfbc72e21a922534dd599ac6406fc8",
+    "index": "sha256:2416e7ead28aa05214bd6fa1d8bcb819a86ff9917fc499439a4b40631405a3ee",
     "manifests": [
-        "sha256:6ffe75fa7ca946eb4b43775066a28be52c1ccb5063b42a8d692cb803d988d956",
-        "sha256:abf5c88f7809f0148eb8920130eaa2f0eebf2128dec44748023f09dfdb4df629",
+        "sha256:4427cf0dee745c9100be284e0580977cd3eb7feceb5a6fa22105cd362ddf22c9",
+        "sha256:8629f51591cdfe50be5b6c94154ed848f667450b832aeb1bf66b4bcac073bfa2",
     ],
     "configs": [
-        "sha256:7747a54de49b02c66ee7cfa50680749c75874e9603bfd24509178e51b96b4c2a",
-        "sha256:81b85de0b32d303bedbdf155f33ed2701d16ba3774b489bc29bcd6a5c0ab4c56",
+        "sha256:8f103615e226374f9f77d5a7c7c4135c6e711723b1dcde9e633ac2773854bec0",
+        "sha256:db91df28c7ee3cc83074b16e34f8cc2759513ecab84124a19c4b407edbf52677",
     ],
 }
 
-
-def build_fixture(workdir: Path, threads: int) -> BuiltImage:
-    store = Store(LocalBackend(workdir / "store"))
-    return build_and_publish(
-        store,
-        files_from_dir(write_tree(workdir / "fixture", FIXTURE)),
-        name="golden/fixture",
-        tags=["latest"],
-        metadata=METADATA,
-        threads=threads,
-    )
+X86_CPUS = ["Nehalem", "Haswell", "Icelake-Server"]
+ARM64_CPUS = ["cortex-a72", "neoverse-n1", "a64fx"]
 
 
-def digests(built: BuiltImage) -> dict[str, object]:
-    return {
-        "layer": built.layer.digest,
-        "diff_id": built.layer.diff_id,
-        "toc": built.layer.toc_digest,
-        "index": built.index.digest,
-        "manifests": [m.descriptor.digest for m in built.image.manifests],
-        "configs": [c.descriptor.digest for c in built.image.configs],
-    }
-
-
-def test_format_1_digests_are_pinned(tmp_path: Path) -> None:
-    assert FORMAT_VERSION == "1"
+def test_format_2_digests_are_pinned(tmp_path: Path) -> None:
+    assert FORMAT_VERSION == "2"
     built = build_fixture(tmp_path, threads=2)
     assert digests(built) == GOLDEN
     verify_with_reference(tmp_path / "store" / blob_key(built.layer.digest), built.layer)
 
 
-@pytest.mark.skipif(platform.machine() != "x86_64", reason="emulates older x86-64 CPUs")
-@pytest.mark.parametrize("cpu", ["Nehalem", "Haswell"])
-def test_the_same_digests_on_other_cpus(tmp_path: Path, cpu: str) -> None:
-    """ISA-L picks its code by CPU features (SSE, AVX2, AVX-512): all must deflate identically."""
+@pytest.mark.slow
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="emulates other x86-64 CPUs")
+@pytest.mark.parametrize("cpu", X86_CPUS)
+def test_the_same_digests_on_other_x86_cpus(tmp_path: Path, cpu: str) -> None:
     qemu = require_tool("qemu-x86_64")
-    script = (
-        "import json, sys; from pathlib import Path; from tests.test_golden import build_fixture, digests; "
-        "print(json.dumps(digests(build_fixture(Path(sys.argv[1]), threads=1))))"
-    )
-    result = run(qemu, "-cpu", cpu, sys.executable, "-c", script, str(tmp_path), cwd=ROOT)
+    result = run(qemu, "-cpu", cpu, sys.executable, "-m", "tests.golden", str(tmp_path), cwd=ROOT)
+    assert json.loads(result.stdout) == GOLDEN
+
+
+@pytest.fixture(scope="session")
+def arm64() -> arm64_python.Arm64Python:
+    require_tool("debootstrap")
+    return arm64_python.ensure()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cpu", ARM64_CPUS)
+def test_the_same_digests_on_arm64(tmp_path: Path, cpu: str, arm64: arm64_python.Arm64Python) -> None:
+    qemu = require_tool("qemu-aarch64")
+    result = run(*arm64.command(qemu, cpu, "-m", "tests.golden", str(tmp_path)), cwd=ROOT, env=arm64.env())
     assert json.loads(result.stdout) == GOLDEN
