@@ -1,15 +1,22 @@
 """Benchmarks, each printing ratios against an anchor measured in the same run.
 
-python -m bench layer      the eStargz layer writer vs the reference writer
+python -m bench layer        the eStargz layer writer vs the reference writer
+python -m bench compressors  format 2's compressor and the candidates, on weights and text, across CPUs
 """
 
 from __future__ import annotations
 
 import sys
 
-from bench import hub, layer, registry, s3
+from bench import compressors, hub, layer, registry, s3
 
-BENCHMARKS = {"layer": layer.main, "hub": hub.main, "s3": s3.main, "registry": registry.main}
+BENCHMARKS = {
+    "layer": layer.main,
+    "compressors": compressors.main,
+    "hub": hub.main,
+    "s3": s3.main,
+    "registry": registry.main,
+}
 
 
 def main() -> None:

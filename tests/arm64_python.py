@@ -5,7 +5,7 @@ this machine: no chroot, no binfmt_misc) plus the pinned arm64 wheels of the com
 writer imports, unpacked for ``PYTHONPATH``. qemu-user runs the root's interpreter with ``-L ROOT``.
 
 It is made once and kept under ``.tools/arm64-python/<key>``, where the key covers everything it is
-made from (the Debian suite and packages, the wheels' pins in requirements.lock, this recipe), so a
+made from (the Debian suite and packages, the wheels' pins in the lock files, this recipe), so a
 changed lock file makes a new one. Making it needs root (debootstrap), debootstrap and a Debian mirror
 (``MODELYARD_DEBIAN_MIRROR``, default deb.debian.org); ``./dev setup`` installs debootstrap and qemu-user.
 
@@ -31,14 +31,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".tools" / "arm64-python"
-LOCK_FILE = REPO / "requirements.lock"
+LOCK_FILES = (REPO / "requirements.lock", REPO / "requirements-dev.lock")
 
 SUITE = "bookworm"
 # The interpreter and its standard library; debootstrap adds Debian's required packages (libc, ...).
 DEBIAN_PACKAGES = ("python3.11-minimal", "libpython3.11-stdlib")
-# Compiled packages the layer writer imports (everything else it imports is the standard library);
-# their versions come from requirements.lock.
-WHEELS = ("deflate",)
+# Compiled packages the layer writer imports (everything else it imports is the standard library), and
+# the other compressors bench/compressors.py compares; their versions come from the lock files.
+WHEELS = ("deflate", "isal", "zlib-ng")
 RECIPE = "1"  # bump when the way the root is made changes
 
 
@@ -64,16 +64,17 @@ class Arm64Python:
         }
 
 
-def pinned(names: tuple[str, ...], lock: Path = LOCK_FILE) -> list[str]:
-    """``name==version`` of each package, as requirements.lock pins it."""
+def pinned(names: tuple[str, ...], locks: tuple[Path, ...] = LOCK_FILES) -> list[str]:
+    """``name==version`` of each package, as the lock files pin it."""
     pins = {}
-    for line in lock.read_text().splitlines():
-        match = re.fullmatch(r"([A-Za-z0-9_.-]+)==(\S+)", line.strip())
-        if match:
-            pins[_canonical(match[1])] = line.strip()
+    for lock in locks:
+        for line in lock.read_text().splitlines():
+            match = re.fullmatch(r"([A-Za-z0-9_.-]+)==(\S+)", line.strip())
+            if match:
+                pins[_canonical(match[1])] = line.strip()
     missing = [name for name in names if _canonical(name) not in pins]
     if missing:
-        raise LookupError(f"{lock}: no pin for {', '.join(missing)}")
+        raise LookupError(f"no pin for {', '.join(missing)} in {', '.join(lock.name for lock in locks)}")
     return [pins[_canonical(name)] for name in names]
 
 
