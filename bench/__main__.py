@@ -2,13 +2,14 @@
 
 python -m bench layer        the eStargz layer writer vs the reference writer
 python -m bench compressors  format 2's compressor and the candidates, on weights and text, across CPUs
+python -m bench virtual      virtual blob GETs vs stored blob GETs; storage of every format
 """
 
 from __future__ import annotations
 
 import sys
 
-from bench import compressors, hub, layer, registry, s3
+from bench import compressors, hub, layer, registry, s3, virtual
 
 BENCHMARKS = {
     "layer": layer.main,
@@ -16,6 +17,7 @@ BENCHMARKS = {
     "hub": hub.main,
     "s3": s3.main,
     "registry": registry.main,
+    "virtual": virtual.main,
 }
 
 

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,6 +42,11 @@ def run(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
     return result  # type: ignore[no-any-return]
 
 
+def with_formats(tags: list[str]) -> list[str]:
+    """The tags a publish of ``tags`` writes, sorted: each image tag and its ``-modelkit``, ``-modelpack``."""
+    return sorted(f"{tag}{suffix}" for tag in tags for suffix in ("", "-modelkit", "-modelpack"))
+
+
 def write_tree(root: Path, files: Mapping[str, bytes]) -> Path:
     """Create files (with their parent directories) under ``root``."""
     root.mkdir(parents=True, exist_ok=True)
@@ -51,16 +57,28 @@ def write_tree(root: Path, files: Mapping[str, bytes]) -> Path:
     return root
 
 
-def verify_with_reference(blob: Path, layer: LayerResult) -> dict[str, object]:
-    """Run the reference eStargz reader's thorough check; return its report."""
+def reference_verify(blob: Path, *expected: str) -> tuple[int, dict[str, Any]]:
+    """Run ``estargz-ref verify BLOB [--toc-digest D] [--diff-id D]`` (tests/go/estargz-ref: the reference
+    eStargz reader's thorough check); its exit status and JSON report."""
     tool = require_tool("estargz-ref")
-    result = subprocess.run(
-        [tool, "verify", str(blob), "--toc-digest", layer.toc_digest, "--diff-id", layer.diff_id],
-        capture_output=True,
-        text=True,
-    )
-    report: dict[str, object] = json.loads(result.stdout)
-    assert result.returncode == 0 and report["ok"], f"estargz-ref verify failed: {report.get('errors')}"
+    result = subprocess.run([tool, "verify", str(blob), *expected], capture_output=True, text=True)
+    return result.returncode, json.loads(result.stdout)
+
+
+def reference_build(source_tar: Path, blob: Path, *options: str) -> LayerResult:
+    """Build ``blob`` from a tar with the reference eStargz writer (``estargz-ref build``); describe it."""
+    tool = require_tool("estargz-ref")
+    built = json.loads(run(tool, "build", str(source_tar), str(blob), *options).stdout)
+    status, report = reference_verify(blob, "--toc-digest", built["toc_digest"], "--diff-id", built["diff_id"])
+    assert status == 0, report["errors"]
+    size = int(report["uncompressed_tar_bytes"])
+    return LayerResult(built["blob_digest"], built["output_bytes"], built["diff_id"], built["toc_digest"], size, ())
+
+
+def verify_with_reference(blob: Path, layer: LayerResult) -> dict[str, Any]:
+    """Check a layer blob with the reference eStargz reader, against the layer's digests; its report."""
+    status, report = reference_verify(blob, "--toc-digest", layer.toc_digest, "--diff-id", layer.diff_id)
+    assert status == 0 and report["ok"], f"estargz-ref verify failed: {report.get('errors')}"
     return report
 
 

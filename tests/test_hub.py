@@ -15,6 +15,7 @@ from pipeline.models.file import ModelSpec
 from pipeline.oci import image
 from pipeline.oci.format import FORMAT_ANNOTATION, FORMAT_VERSION
 from pipeline.store import Store, blob_key
+from tests.conftest import with_formats
 from tests.fixture_hub import MINILM_ID, MINILM_REVISION, FixtureHub, FixtureRepo, minilm_directory, minilm_repo
 from tests.golden import pseudo_random
 
@@ -73,7 +74,7 @@ def test_minilm_end_to_end(hub: FixtureHub, store: Store, tmp_path: Path) -> Non
     (outcome,) = build(hub, store, tmp_path, spec)
     assert outcome.status == "built", outcome.detail
     name = "sentence-transformers/all-minilm-l6-v2"
-    assert store.tags(name) == sorted(["latest", MINILM_REVISION])
+    assert store.tags(name) == with_formats(["latest", MINILM_REVISION])
 
     files = extract(store, name, "latest", tmp_path / "image")
     expected = {p.relative_to(source).as_posix(): p.read_bytes() for p in source.rglob("*") if p.is_file()}
@@ -127,7 +128,7 @@ def test_include_exclude_mixed_case_and_the_revision_tag(hub: FixtureHub, store:
 def test_a_legacy_id_without_an_org(hub: FixtureHub, store: Store, tmp_path: Path) -> None:
     (outcome,) = build(hub, store, tmp_path, ModelSpec("gpt2", TINY_REVISION))
     assert outcome.status == "built", outcome.detail
-    assert store.tags("gpt2") == sorted(["latest", TINY_REVISION])
+    assert store.tags("gpt2") == with_formats(["latest", TINY_REVISION])
 
 
 @pytest.mark.parametrize("path", ["model.safetensors", "README.md"])
@@ -136,7 +137,7 @@ def test_a_corrupted_file_is_never_published(hub: FixtureHub, store: Store, tmp_
     outcome, _ = build(hub, store, tmp_path, tiny(), ModelSpec("gpt2", TINY_REVISION))
     assert outcome.status == "failed"
     kind = "sha256" if path.endswith(".safetensors") else "git blob id"
-    assert outcome.detail.startswith(f"{path}: {kind} is ")
+    assert outcome.detail.startswith(f"Org/Tiny-Model: {path}: {kind} is ")
     assert ", the Hub says " in outcome.detail and outcome.detail.endswith("not published")
     assert store.tags("org/tiny-model") == [] and store.get_catalog("org/tiny-model") is None
     assert not any(key.startswith("uploads/") for key in stored(store))
@@ -161,7 +162,26 @@ def test_persistent_server_errors_fail_that_model_only(hub: FixtureHub, store: S
     assert failed.status == "failed" and failed.detail.startswith(f"download model.safetensors from {hub.url} failed")
     assert "500" in failed.detail
     assert built.status == "built"
-    assert stored(store) == sorted(k for k in stored(store) if "tiny" not in k)
+    assert [k for k in stored(store) if "tiny" in k] == ["failures/org/tiny-model.json"]  # nothing published
+
+
+def test_a_failure_is_recorded_until_the_model_publishes(hub: FixtureHub, store: Store, tmp_path: Path) -> None:
+    hub.faults.errors["model.safetensors"] = 100
+    (failed,) = build(hub, store, tmp_path, tiny(source="m.yaml:2"))
+    record = store.get_failure("org/tiny-model")
+    assert record is not None and record["error"] == failed.detail
+    assert {k: record[k] for k in ("name", "hf_id", "revision", "tag", "format_version")} == {
+        "name": "org/tiny-model",
+        "hf_id": "Org/Tiny-Model",
+        "revision": TINY_REVISION,
+        "tag": "latest",
+        "format_version": FORMAT_VERSION,
+    }
+    assert isinstance(record["failed_at"], int)
+
+    hub.faults.errors["model.safetensors"] = 0
+    (built,) = build(hub, store, tmp_path, tiny())
+    assert built.status == "built" and store.get_failure("org/tiny-model") is None
 
 
 def test_a_dropped_connection_resumes(hub: FixtureHub, store: Store, tmp_path: Path) -> None:

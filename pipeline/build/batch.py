@@ -1,10 +1,16 @@
 """Build the models of a models file: skip what is done, build the rest, one failure never stops the others.
 
 For each model: if its ``tagAs`` tag holds this revision and file selection, built with this format
-version, it is skipped without touching the network (and its revision tag is set if it had moved). Otherwise: list the
-pinned revision on the Hub, keep the files that ``include``/``exclude`` select, download them, check
-every file's digest, stream the layer into the store, publish the image with two tags (``tagAs`` and
-the revision), write the catalog record, and clean the download cache.
+version, and everything that publish writes is there (every blob, the catalog record), it is skipped
+without touching the network (and its revision tag is set if it had moved). Otherwise: list the
+pinned revision on the Hub, keep the files that ``include``/``exclude`` select, get them, check every
+file's digest, stream the layer into the store, publish the image with two tags (``tagAs`` and the
+revision), and write the catalog record.
+
+Files come one of two ways (``BatchOptions.download``): ``"cache"`` downloads them into the
+huggingface_hub cache, then builds, then cleans the cache (disk: the model once, plus the layer);
+``"stream"`` reads them from the Hub straight into the layer writer (:mod:`pipeline.hub.stream`: no
+disk, the download overlapped with the build), which is what a model larger than the disk needs.
 
 Example::
 
@@ -21,16 +27,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from huggingface_hub.file_download import repo_folder_name
 
-from pipeline.build.publish import build_and_publish, source_date_epoch
-from pipeline.errors import HubError, IntegrityError, ModelyardError
-from pipeline.oci.estargz import LayerFile, LayerResult
-from pipeline.oci.format import FORMAT_ANNOTATION
+from pipeline.build.lock import model_lock
+from pipeline.build.publish import BuiltImage, build_and_publish, retag, source_date_epoch
+from pipeline.build.source import opener
+from pipeline.errors import HubError, IntegrityError, ModelyardError, NotFoundError
 from pipeline.hub.client import HubClient, RepoFile, RepoSnapshot
+from pipeline.hub.stream import HubStream, StreamOptions
 from pipeline.hub.verify import check_git_blob_ids, check_lfs_digests
+from pipeline.models.file import ModelSpec
+from pipeline.oci.estargz import LayerFile, LayerResult
+from pipeline.oci.format import FORMAT_ANNOTATION, FORMAT_VERSION
 from pipeline.oci.image import (
     ANNOTATION_EXCLUDE,
     ANNOTATION_INCLUDE,
@@ -40,13 +50,14 @@ from pipeline.oci.image import (
     ImageMetadata,
     Platform,
 )
-from pipeline.models.file import ModelSpec
-from pipeline.build.source import opener
+from pipeline.oci.references import reachable
 from pipeline.store import Store
 
 log = logging.getLogger(__name__)
 MODEL_CARD = "README.md"
+MODEL_CARD_LIMIT = 16 * 1024 * 1024  # a streamed card is held in memory: larger ones are left out of the catalog
 Phase = Literal["download", "build"]
+Download = Literal["stream", "cache"]
 
 
 class Progress(Protocol):
@@ -66,6 +77,8 @@ class BatchOptions:
     keep_cache: bool = False  # keep downloads after building (faster rebuilds, more disk)
     platforms: Sequence[Platform] = DEFAULT_PLATFORMS
     threads: int | None = None
+    download: Download = "cache"  # "stream": from the Hub straight into the layer, cache_dir unused
+    stream: StreamOptions = field(default_factory=StreamOptions)
 
 
 @dataclass(frozen=True)
@@ -86,13 +99,48 @@ def build_models(
     for model in models:
         started = time.monotonic()
         try:
-            outcome = build_model(model, store, hub, options, progress)
+            with model_lock(options.cache_dir, model.repository):  # another build of it may share the cache
+                outcome = build_model(model, store, hub, options, progress)
         except ModelyardError as err:
             outcome = ModelOutcome(model, "failed", str(err), time.monotonic() - started)
+        except Exception as err:  # a bug, or the machine: that model failed, the others still build
+            log.error("building %s failed unexpectedly", model.repository, exc_info=err)
+            detail = f"unexpected {type(err).__name__}: {err} (the traceback is in the log)"
+            outcome = ModelOutcome(model, "failed", detail, time.monotonic() - started)
+        _record_outcome(store, outcome)
         if progress is not None:
             progress.done(outcome)
         outcomes.append(outcome)
     return outcomes
+
+
+def failure_record(model: ModelSpec, error: str, failed_at: float) -> dict[str, Any]:
+    """What the store keeps about a model's last failed build (``Store.put_failure``)."""
+    return {
+        "name": model.repository,
+        "hf_id": model.hf_id,
+        "revision": model.revision,
+        "tag": model.tag,
+        "error": error,
+        "failed_at": int(failed_at),
+        "format_version": FORMAT_VERSION,
+    }
+
+
+def _record_outcome(store: Store, outcome: ModelOutcome) -> None:
+    """Keep the failure record of a model that failed; drop it once the model is published.
+
+    A store that cannot take the record (it may be why the build failed) is logged, not raised: the
+    outcome is reported either way.
+    """
+    name = outcome.model.repository
+    try:
+        if outcome.status == "failed":
+            store.put_failure(name, failure_record(outcome.model, outcome.detail, time.time()))
+        else:
+            store.delete_failure(name)
+    except ModelyardError as err:
+        log.warning("could not record the outcome of %s in the store: %s", name, err)
 
 
 def build_model(
@@ -103,10 +151,8 @@ def build_model(
     name = model.repository
     if not options.force:
         published = published_image(store, model)
-        if published is not None:
-            moved = [tag for tag in model.tags if store.get_tag(name, tag) != published]
-            for tag in moved:
-                store.put_tag(name, tag, published)
+        moved = retag(store, name, model.tags, published) if published is not None else None
+        if published is not None and moved is not None:
             detail = f"up to date; tag {', '.join(moved)} moved to {published.digest}" if moved else "up to date"
             return ModelOutcome(model, "skipped", detail)
 
@@ -118,38 +164,26 @@ def build_model(
         raise ModelyardError(f"{model.source}: include/exclude leave none of the {len(snapshot.files)} files")
     timings["list"] = time.monotonic() - clock
 
+    if options.download == "stream":
+        built = _build_streamed(model, store, hub, options, snapshot, files, progress, timings)
+        return ModelOutcome(
+            model, "built", built.index.digest, time.monotonic() - started, built.content_bytes, timings
+        )
+
     cache_dir = options.cache_dir
     total = sum(f.size for f in files)
     try:
         clock = time.monotonic()
         on_download = progress.phase(model, "download", total) if progress else None
         paths = hub.download(snapshot, files, cache_dir, on_download)
-        check_git_blob_ids(files, paths)
+        check_git_blob_ids(files, paths, model=snapshot.hf_id)
         model_card = _model_card(hub, snapshot, paths, cache_dir)
         timings["download"] = time.monotonic() - clock
 
         clock = time.monotonic()
         on_build = progress.phase(model, "build", total) if progress else None
-        built = build_and_publish(
-            store,
-            [LayerFile(f.path, f.size, opener(paths[f.path])) for f in files],
-            name=name,
-            tags=model.tags,
-            metadata=ImageMetadata(
-                title=model.hf_id,
-                source=snapshot.source_url,
-                revision=model.revision,
-                licenses=snapshot.license,
-                created=source_date_epoch(),
-                include=model.include,
-                exclude=model.exclude,
-            ),
-            platforms=options.platforms,
-            threads=options.threads,
-            on_progress=on_build,
-            check_layer=_lfs_check(files),
-            catalog={**snapshot.metadata(), "model_card": model_card},
-        )
+        layer_files = [LayerFile(f.path, f.size, opener(paths[f.path])) for f in files]
+        built = _publish(store, model, options, snapshot, files, layer_files, on_build, model_card)
         timings["build"] = time.monotonic() - clock
     except IntegrityError:
         _forget_download(cache_dir, snapshot)  # never reuse a corrupt file from the cache
@@ -161,7 +195,13 @@ def build_model(
 
 
 def published_image(store: Store, model: ModelSpec) -> Descriptor | None:
-    """The image the model's tag points at, if it is this revision and file selection in this format version."""
+    """The image the model's tag points at, if everything its publish writes is in the store.
+
+    That is: the index, with this revision, file selection and format version, every manifest,
+    config and layer it references, and a catalog record of this revision and format version. A
+    build killed between its tags and its record is then built again (to the same digests), and
+    the record written.
+    """
     descriptor = store.get_tag(model.repository, model.tag)
     if descriptor is None or not store.has_blob(descriptor.digest):
         return None
@@ -171,12 +211,75 @@ def published_image(store: Store, model: ModelSpec) -> Descriptor | None:
     keys = (FORMAT_ANNOTATION, ANNOTATION_REVISION, ANNOTATION_INCLUDE, ANNOTATION_EXCLUDE)
     if any(published.get(key) != expected.get(key) for key in keys):
         return None  # another revision, selection or format version: rebuild
+    try:
+        if not all(store.has_blob(d.digest) for d in reachable(store, descriptor)):
+            return None
+    except NotFoundError:
+        return None  # a manifest is missing
+    # One record per repository: variants of a revision share it, so it must be of this revision.
+    record = store.get_catalog(model.repository) or {}
+    if record.get("revision") != model.revision or record.get("format_version") != FORMAT_VERSION:
+        return None
     return descriptor
 
 
-def _lfs_check(files: Sequence[RepoFile]) -> Callable[[LayerResult], None]:
+def _build_streamed(
+    model: ModelSpec,
+    store: Store,
+    hub: HubClient,
+    options: BatchOptions,
+    snapshot: RepoSnapshot,
+    files: Sequence[RepoFile],
+    progress: Progress | None,
+    timings: dict[str, float],
+) -> BuiltImage:
+    """Build from the Hub straight into the store: the download and the build are one pass."""
+    clock = time.monotonic()
+    total = sum(f.size for f in files)
+    on_download = progress.phase(model, "download", total) if progress else None
+    on_build = progress.phase(model, "build", total) if progress else None
+    with HubStream(hub, snapshot, files, options=options.stream, on_bytes=on_download) as stream:
+        model_card = _streamed_model_card(stream, snapshot)
+        built = _publish(store, model, options, snapshot, files, stream.layer_files(), on_build, model_card)
+    timings["stream"] = time.monotonic() - clock
+    return built
+
+
+def _publish(
+    store: Store,
+    model: ModelSpec,
+    options: BatchOptions,
+    snapshot: RepoSnapshot,
+    files: Sequence[RepoFile],
+    layer_files: Sequence[LayerFile],
+    on_build: Callable[[int], None] | None,
+    model_card: str,
+) -> BuiltImage:
+    return build_and_publish(
+        store,
+        layer_files,
+        name=model.repository,
+        tags=model.tags,
+        metadata=ImageMetadata(
+            title=model.hf_id,
+            source=snapshot.source_url,
+            revision=model.revision,
+            licenses=snapshot.license,
+            created=source_date_epoch(),
+            include=model.include,
+            exclude=model.exclude,
+        ),
+        platforms=options.platforms,
+        threads=options.threads,
+        on_progress=on_build,
+        check_layer=_lfs_check(files, snapshot.hf_id),
+        catalog={**snapshot.metadata(), "model_card": model_card},
+    )
+
+
+def _lfs_check(files: Sequence[RepoFile], hf_id: str) -> Callable[[LayerResult], None]:
     def check(layer: LayerResult) -> None:
-        check_lfs_digests(files, layer.files)
+        check_lfs_digests(files, layer.files, model=hf_id)
 
     return check
 
@@ -189,11 +292,23 @@ def _model_card(hub: HubClient, snapshot: RepoSnapshot, paths: dict[str, Path], 
             return ""
         try:
             paths = hub.download(snapshot, card, cache_dir)
-            check_git_blob_ids(card, paths)
+            check_git_blob_ids(card, paths, model=snapshot.hf_id)
         except (HubError, IntegrityError) as err:
             log.warning("no model card for %s: %s", snapshot.hf_id, err)
             return ""
     return paths[MODEL_CARD].read_text(encoding="utf-8", errors="replace")
+
+
+def _streamed_model_card(stream: HubStream, snapshot: RepoSnapshot) -> str:
+    """The model card text for the catalog, read from the Hub into memory (also when not in the image)."""
+    card = next((f for f in snapshot.files if f.path == MODEL_CARD), None)
+    if card is None or card.size > MODEL_CARD_LIMIT:
+        return ""
+    try:
+        return stream.read(card).decode("utf-8", errors="replace")
+    except (HubError, IntegrityError) as err:
+        log.warning("no model card for %s: %s", snapshot.hf_id, err)
+        return ""
 
 
 def _forget_download(cache_dir: Path, snapshot: RepoSnapshot) -> None:
