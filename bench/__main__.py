@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import compressors, hub, layer, registry, s3, virtual
+from bench import compressors, hub, layer, load, registry, s3, virtual
 
 BENCHMARKS = {
     "layer": layer.main,
@@ -18,6 +18,7 @@ BENCHMARKS = {
     "s3": s3.main,
     "registry": registry.main,
     "virtual": virtual.main,
+    "load": load.main,
 }
 
 

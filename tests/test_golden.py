@@ -44,8 +44,8 @@ GOLDEN = {
 # subject and the ModelKit's Kitfile names the layer, so any change above changes them too.
 GOLDEN_FORMATS = {
     "modelkit": "sha256:35d70e0182e830d49b0f1383acd4973ef32f5204db1526ff7f514e2394827782",
-    "modelpack": "sha256:6a4fd80a5c3653711824a94f33e59b265e383d6efdbac46e2bc3197fab847469",
     "modelkit config": "sha256:68319475bb93f7fdf22684c526198b308a56fdd06df5690720cdd906e1a22383",
+    "modelpack": "sha256:6a4fd80a5c3653711824a94f33e59b265e383d6efdbac46e2bc3197fab847469",
     "modelpack config": "sha256:8bdfae04ed9ecc3dcfa2027089de5ddbd539b218d2cfc151300d1acfb638069e",
 }
 
