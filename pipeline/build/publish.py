@@ -91,7 +91,12 @@ def build_and_publish(
 def catalog_record(
     built: BuiltImage, metadata: ImageMetadata, platforms: Sequence[Platform], extra: dict[str, Any]
 ) -> dict[str, Any]:
-    """The catalog record of DESIGN §3: what the site shows about one image."""
+    """The catalog record of DESIGN §3: what the site shows about one image.
+
+    ``extra`` holds what the Hub said (:meth:`RepoSnapshot.metadata`) and the model card text.
+    ``built_at`` is the wall-clock time of publishing: the record is no blob, so it does not touch
+    reproducibility (the image's own timestamps come from ``SOURCE_DATE_EPOCH``).
+    """
     return {
         **extra,
         "name": built.name,
@@ -105,6 +110,11 @@ def catalog_record(
         "toc_digest": built.layer.toc_digest,
         "diff_id": built.layer.diff_id,
         "platforms": [str(p) for p in platforms],
+        "manifests": [
+            {"platform": str(m.descriptor.platform), "digest": m.descriptor.digest, "size": m.descriptor.size}
+            for m in built.image.manifests
+        ],
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "format_version": FORMAT_VERSION,
         "format": FORMAT_DESCRIPTION,
         "total_size": built.content_bytes,
