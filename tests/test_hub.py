@@ -13,6 +13,7 @@ from pipeline.build.batch import BatchOptions, ModelOutcome, build_models
 from pipeline.hub.client import HubClient
 from pipeline.models.file import ModelSpec
 from pipeline.oci import image
+from pipeline.oci.format import FORMAT_VERSION
 from pipeline.store import Store, blob_key
 from tests.fixture_hub import MINILM_ID, MINILM_REVISION, FixtureHub, FixtureRepo, minilm_directory, minilm_repo
 from tests.test_golden import pseudo_random
@@ -160,7 +161,26 @@ def test_persistent_server_errors_fail_that_model_only(hub: FixtureHub, store: S
     assert failed.status == "failed" and failed.detail.startswith(f"download model.safetensors from {hub.url} failed")
     assert "500" in failed.detail
     assert built.status == "built"
-    assert stored(store) == sorted(k for k in stored(store) if "tiny" not in k)
+    assert [k for k in stored(store) if "tiny" in k] == ["failures/org/tiny-model.json"]  # nothing published
+
+
+def test_a_failure_is_recorded_until_the_model_publishes(hub: FixtureHub, store: Store, tmp_path: Path) -> None:
+    hub.faults.errors["model.safetensors"] = 100
+    (failed,) = build(hub, store, tmp_path, tiny(source="m.yaml:2"))
+    record = store.get_failure("org/tiny-model")
+    assert record is not None and record["error"] == failed.detail
+    assert {k: record[k] for k in ("name", "hf_id", "revision", "tag", "format_version")} == {
+        "name": "org/tiny-model",
+        "hf_id": "Org/Tiny-Model",
+        "revision": TINY_REVISION,
+        "tag": "latest",
+        "format_version": FORMAT_VERSION,
+    }
+    assert isinstance(record["failed_at"], int)
+
+    hub.faults.errors["model.safetensors"] = 0
+    (built,) = build(hub, store, tmp_path, tiny())
+    assert built.status == "built" and store.get_failure("org/tiny-model") is None
 
 
 def test_a_dropped_connection_resumes(hub: FixtureHub, store: Store, tmp_path: Path) -> None:

@@ -21,16 +21,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from huggingface_hub.file_download import repo_folder_name
 
 from pipeline.build.publish import build_and_publish, source_date_epoch
+from pipeline.build.source import opener
 from pipeline.errors import HubError, IntegrityError, ModelyardError
-from pipeline.oci.estargz import LayerFile, LayerResult
-from pipeline.oci.format import FORMAT_ANNOTATION
 from pipeline.hub.client import HubClient, RepoFile, RepoSnapshot
 from pipeline.hub.verify import check_git_blob_ids, check_lfs_digests
+from pipeline.models.file import ModelSpec
+from pipeline.oci.estargz import LayerFile, LayerResult
+from pipeline.oci.format import FORMAT_ANNOTATION, FORMAT_VERSION
 from pipeline.oci.image import (
     ANNOTATION_EXCLUDE,
     ANNOTATION_INCLUDE,
@@ -40,8 +42,6 @@ from pipeline.oci.image import (
     ImageMetadata,
     Platform,
 )
-from pipeline.models.file import ModelSpec
-from pipeline.build.source import opener
 from pipeline.store import Store
 
 log = logging.getLogger(__name__)
@@ -89,10 +89,40 @@ def build_models(
             outcome = build_model(model, store, hub, options, progress)
         except ModelyardError as err:
             outcome = ModelOutcome(model, "failed", str(err), time.monotonic() - started)
+        _record_outcome(store, outcome)
         if progress is not None:
             progress.done(outcome)
         outcomes.append(outcome)
     return outcomes
+
+
+def failure_record(model: ModelSpec, error: str, failed_at: float) -> dict[str, Any]:
+    """What the store keeps about a model's last failed build (``Store.put_failure``)."""
+    return {
+        "name": model.repository,
+        "hf_id": model.hf_id,
+        "revision": model.revision,
+        "tag": model.tag,
+        "error": error,
+        "failed_at": int(failed_at),
+        "format_version": FORMAT_VERSION,
+    }
+
+
+def _record_outcome(store: Store, outcome: ModelOutcome) -> None:
+    """Keep the failure record of a model that failed; drop it once the model is published.
+
+    A store that cannot take the record (it may be why the build failed) is logged, not raised: the
+    outcome is reported either way.
+    """
+    name = outcome.model.repository
+    try:
+        if outcome.status == "failed":
+            store.put_failure(name, failure_record(outcome.model, outcome.detail, time.time()))
+        else:
+            store.delete_failure(name)
+    except ModelyardError as err:
+        log.warning("could not record the outcome of %s in the store: %s", name, err)
 
 
 def build_model(

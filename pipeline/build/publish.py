@@ -19,13 +19,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.oci import estargz
 from pipeline.digest import hex_of
 from pipeline.errors import ModelyardError
+from pipeline.names import check_name, check_tag
+from pipeline.oci import estargz
 from pipeline.oci.estargz import LayerFile, LayerResult
 from pipeline.oci.format import FORMAT_DESCRIPTION, FORMAT_VERSION
 from pipeline.oci.image import DEFAULT_PLATFORMS, Descriptor, Image, ImageMetadata, Platform, build_image
-from pipeline.names import check_name, check_tag
 from pipeline.store import Store
 
 

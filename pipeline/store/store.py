@@ -3,6 +3,7 @@
     blobs/sha256/<hex>                    every content-addressed object (layers, configs, manifests, indexes)
     repositories/<name>/tags/<tag>        JSON descriptor {"mediaType", "digest", "size"} of what the tag points at
     catalog/<name>.json                   the catalog record the site is rendered from
+    failures/<name>.json                  why the last build of a model failed (removed when it publishes)
     site/...                              the rendered website
     uploads/...                           temporaries of streaming uploads (not part of the contract)
 
@@ -34,6 +35,7 @@ from pipeline.store.backend import Backend, Upload
 BLOBS_PREFIX = "blobs/sha256/"
 REPOSITORIES_PREFIX = "repositories/"
 CATALOG_PREFIX = "catalog/"
+FAILURES_PREFIX = "failures/"
 SITE_PREFIX = "site/"
 _TAGS_DIR = "/tags/"
 
@@ -48,6 +50,10 @@ def tag_key(name: str, tag: str) -> str:
 
 def catalog_key(name: str) -> str:
     return f"{CATALOG_PREFIX}{check_name(name)}.json"
+
+
+def failure_key(name: str) -> str:
+    return f"{FAILURES_PREFIX}{check_name(name)}.json"
 
 
 class BlobWriter(HashingWriter):
@@ -187,8 +193,23 @@ class Store:
         return sorted(key[len(CATALOG_PREFIX) : -len(".json")] for key in keys if key.endswith(".json"))
 
     def get_catalog(self, name: str) -> dict[str, Any] | None:
+        return self._get_record(catalog_key(name))
+
+    # build failures: what `plan` reports as "previously failed" and the site shows as "failed"
+
+    def put_failure(self, name: str, record: dict[str, Any]) -> None:
+        """Record why the last build of ``name`` failed; it stays until the model publishes."""
+        self.backend.write(failure_key(name), canonical_json(record))
+
+    def get_failure(self, name: str) -> dict[str, Any] | None:
+        return self._get_record(failure_key(name))
+
+    def delete_failure(self, name: str) -> None:
+        self.backend.delete(failure_key(name))
+
+    def _get_record(self, key: str) -> dict[str, Any] | None:
         try:
-            value = json.loads(self.backend.read(catalog_key(name)))
+            value = json.loads(self.backend.read(key))
         except NotFoundError:
             return None
         return value if isinstance(value, dict) else None
