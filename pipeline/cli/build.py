@@ -29,6 +29,7 @@ from pipeline.cli.console import (
     megabytes_per_second,
     out,
 )
+from pipeline.cli.site import refresh_site
 from pipeline.errors import InvalidNameError, ModelyardError
 from pipeline.hub.client import HubClient
 from pipeline.models.file import ModelSpec, load_models
@@ -131,6 +132,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     with BatchProgress() as progress:
         outcomes = build_models(models, store, hub, options, progress)
     print_outcomes(outcomes)
+    refresh_site(store, args.models)  # the site never lags the registry
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
@@ -231,6 +233,7 @@ def build_from_dir(args: argparse.Namespace) -> int:
         )
     print_built(built)
     out.print(f"stored in {store.backend.url()}")
+    refresh_site(store, DEFAULT_MODELS_FILE, explicit=False)
     return 0
 
 

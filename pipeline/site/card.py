@@ -16,7 +16,9 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -37,7 +39,12 @@ TAGS = {
     "small", "span", "strong", "sub", "summary", "sup", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "u",
     "ul", "var",
 }  # fmt: skip
-ATTRIBUTES = {"a": {"href", "title"}, "td": {"colspan", "rowspan"}, "th": {"colspan", "rowspan", "scope"}, "ol": {"start"}}
+ATTRIBUTES = {
+    "a": {"href", "title"},
+    "td": {"colspan", "rowspan"},
+    "th": {"colspan", "rowspan", "scope"},
+    "ol": {"start"},
+}
 URL_SCHEMES = {"http", "https", "mailto"}
 LINK_REL = "nofollow noopener noreferrer"
 _HEADING = re.compile(r"<(/?)h([1-6])\b")
@@ -94,7 +101,7 @@ def card_text(markdown: str) -> str:
 def summary(markdown: str) -> str:
     """The card's first paragraph of prose, cut at a word near :data:`SUMMARY_CHARS` characters."""
     tokens = _markdown().parse(markdown)
-    for opening, inline in zip(tokens, tokens[1:], strict=False):
+    for opening, inline in itertools.pairwise(tokens):
         if opening.type == "paragraph_open" and inline.children:
             text = " ".join(c.content for c in inline.children if c.type in ("text", "code_inline")).split()
             sentence = " ".join(text)
@@ -126,7 +133,7 @@ def _resolve(href: str, base: str) -> str | None:
 class _CardRenderer(RendererHTML):
     """markdown-it's HTML renderer, except that an image becomes a link to it: nothing loads."""
 
-    def image(self, tokens: list[Token], idx: int, options: OptionsDict, env: EnvType) -> str:
+    def image(self, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType) -> str:
         token = tokens[idx]
         alt = self.renderInlineAsText(token.children or [], options, env) or "image"
         src = _resolve(str(token.attrGet("src") or ""), str(env.get("base", "")))

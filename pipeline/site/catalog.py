@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -43,7 +44,7 @@ class Failure:
 
     revision: str
     error: str
-    failed_at: str
+    failed_at: str  # ISO 8601 UTC
 
 
 @dataclass(frozen=True)
@@ -117,15 +118,15 @@ def catalog_entries(
         if record is not None:
             entries.append(entry_from_record(name, record, failure))
             continue
-        spec = wanted.get(name)
+        known = wanted.get(name)
         failed = failures.get(name) or {}
         entries.append(
             ModelEntry(
                 name=name,
                 status="failed" if failure is not None else "not-built",
-                hf_id=spec.hf_id if spec is not None else _text(failed, "hf_id"),
-                revision=spec.revision if spec is not None else _text(failed, "revision"),
-                tags=tuple(spec.tags) if spec is not None else (),
+                hf_id=known.hf_id if known is not None else _text(failed, "hf_id"),
+                revision=known.revision if known is not None else _text(failed, "revision"),
+                tags=tuple(known.tags) if known is not None else (),
                 failure=failure,
             )
         )
@@ -173,7 +174,9 @@ def entry_from_record(name: str, record: Mapping[str, Any], failure: Failure | N
 def _failure(value: Mapping[str, Any] | None) -> Failure | None:
     if not isinstance(value, Mapping):
         return None
-    return Failure(_text(value, "revision"), _text(value, "error"), _text(value, "failed_at"))
+    failed_at = value.get("failed_at")
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(failed_at)) if _count(failed_at) is not None else ""
+    return Failure(_text(value, "revision"), _text(value, "error"), when or _text(value, "failed_at"))
 
 
 def _text(record: Mapping[str, Any], key: str) -> str:

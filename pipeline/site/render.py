@@ -85,9 +85,11 @@ class Templates:
             short_digest=numbers.short_digest,
             date=lambda iso: iso[:10] if iso else "—",
             thousands=lambda n: "—" if n is None else f"{n:,}",
-            percent=lambda f: f"{f * 100:.1f}%" if f < 0.999 else "100%",
+            percent=_percent,
         )
-        environment.tests.update(registry_host=lambda part: isinstance(part, Host), insecure_flag=lambda part: isinstance(part, Insecure))
+        environment.tests.update(
+            registry_host=lambda part: isinstance(part, Host), insecure_flag=lambda part: isinstance(part, Insecure)
+        )
         return cls(environment, Assets.load(directory / "assets"))
 
     def render(self, template: str, **context: Any) -> bytes:
@@ -108,7 +110,11 @@ def render_site(entries: Sequence[ModelEntry], options: SiteOptions, templates: 
     files["404.html"] = templates.render("404.html", root="/", **common)
     files["robots.txt"] = b"User-agent: *\nAllow: /\n"
     files["api/models.json"] = _json(
-        {"registry": options.registry_host, "generator": f"modelyard {__version__}", "models": [summary_json(e) for e in entries]}
+        {
+            "registry": options.registry_host,
+            "generator": f"modelyard {__version__}",
+            "models": [summary_json(e) for e in entries],
+        }
     )
     files["api/search.json"] = _json({e.name: search_words(card_text(e.card)) for e in entries if e.card})
     _check_paths(files)
@@ -228,10 +234,16 @@ def _facts(entry: ModelEntry) -> list[tuple[str, str]]:
         ("License", entry.license),
         ("Parameters", f"{numbers.human_count(entry.parameters)} ({entry.parameters:,})" if entry.parameters else ""),
         ("Tensor types", ", ".join(f"{dtype} ({numbers.human_count(n)})" for dtype, n in entry.tensor_types)),
-        ("Size", f"{numbers.human_bytes(entry.total_size)} in {len(entry.files)} files" if entry.total_size is not None else ""),
+        (
+            "Size",
+            f"{numbers.human_bytes(entry.total_size)} in {len(entry.files)} files"
+            if entry.total_size is not None
+            else "",
+        ),
         ("Languages", ", ".join(entry.languages)),
         ("Base model", ", ".join(entry.base_models)),
         ("Datasets", ", ".join(_strings(entry.front_matter.get("datasets")))),
+        ("Tags", ", ".join(_strings(entry.front_matter.get("tags")))),
         ("Gated on the Hub", "yes: accept its conditions on the Hub first" if entry.gated else ""),
         ("Downloads (30 days)", f"{entry.downloads:,}" if entry.downloads is not None else ""),
         ("Likes", f"{entry.likes:,}" if entry.likes is not None else ""),
@@ -239,6 +251,12 @@ def _facts(entry: ModelEntry) -> list[tuple[str, str]]:
         ("Image format", f"modelyard format {entry.format_version}" if entry.format_version else ""),
     ]
     return [(label, value) for label, value in facts if value]
+
+
+def _percent(fraction: float) -> str:
+    if fraction >= 0.9995:
+        return "100%"
+    return "<0.1%" if fraction < 0.001 else f"{fraction * 100:.1f}%"
 
 
 def _strings(value: object) -> list[str]:

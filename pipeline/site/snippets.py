@@ -75,7 +75,10 @@ def image_ref(entry: ModelEntry) -> tuple[Part, ...]:
 def copy_from(entry: ModelEntry) -> Snippet:
     """``COPY --from`` of the whole model."""
     return Snippet(
-        "copy-all", "Dockerfile: the whole model", "dockerfile", ("COPY --from=", *image_ref(entry), f" / {model_dir(entry)}/")
+        "copy-all",
+        "Dockerfile: the whole model",
+        "dockerfile",
+        ("COPY --from=", *image_ref(entry), f" / {model_dir(entry)}/"),
     )
 
 
@@ -121,17 +124,27 @@ def snippets(entry: ModelEntry) -> list[Snippet]:
             "skopeo",
             "skopeo: copy the image to a local OCI layout",
             "shell",
-            ("skopeo copy", Insecure(" --src-tls-verify=false"), " docker://", *image_ref(entry),
-             f" oci:{_basename(entry)}:{entry.tag}"),
-        ),  # fmt: skip
+            (
+                "skopeo copy",
+                Insecure(" --src-tls-verify=false"),
+                " docker://",
+                *image_ref(entry),
+                f" oci:{_basename(entry)}:{entry.tag}",
+            ),
+        ),
         Snippet(
             "oras",
             "oras: fetch the layer and unpack the files",
             "shell",
-            ("oras blob fetch", Insecure(" --plain-http"), " --output - ", HOST,
-             f"/{entry.name}@{entry.layer_digest} | tar -xzf - -C {_basename(entry)}/"),
+            (
+                f"mkdir -p {_basename(entry)} && oras blob fetch",
+                Insecure(" --plain-http"),
+                " --output - ",
+                HOST,
+                f"/{entry.name}@{entry.layer_digest} | tar -xzf - -C {_basename(entry)}/",
+            ),
             note="The layer is a plain tar+gzip: any tar reads it. (oras pull skips layers without a file name.)",
-        ),  # fmt: skip
+        ),
         Snippet(
             "podman",
             "podman: pull the image",
