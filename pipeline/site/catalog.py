@@ -106,27 +106,29 @@ def catalog_entries(
     specs: Iterable[ModelSpec] = (),
     failures: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[ModelEntry]:
-    """Every model the site lists, sorted by name: each record, and each spec or failure without one."""
+    """Every model the site lists, sorted by name: each record, and each spec without one (failed or not built).
+
+    A failure of a model that is neither in the models file nor published is not listed: it was removed.
+    """
     failures = failures or {}
     wanted: dict[str, ModelSpec] = {}
     for spec in specs:
         wanted.setdefault(spec.repository, spec)  # variants of one repository: the first entry speaks for it
     entries = []
-    for name in sorted(set(records) | set(wanted) | set(failures)):
+    for name in sorted(set(records) | set(wanted)):
         failure = _failure(failures.get(name))
         record = records.get(name)
         if record is not None:
             entries.append(entry_from_record(name, record, failure))
             continue
-        known = wanted.get(name)
-        failed = failures.get(name) or {}
+        known = wanted[name]
         entries.append(
             ModelEntry(
                 name=name,
                 status="failed" if failure is not None else "not-built",
-                hf_id=known.hf_id if known is not None else _text(failed, "hf_id"),
-                revision=known.revision if known is not None else _text(failed, "revision"),
-                tags=tuple(known.tags) if known is not None else (),
+                hf_id=known.hf_id,
+                revision=known.revision,
+                tags=tuple(known.tags),
                 failure=failure,
             )
         )
