@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,16 +52,18 @@ def write_tree(root: Path, files: Mapping[str, bytes]) -> Path:
     return root
 
 
-def verify_with_reference(blob: Path, layer: LayerResult) -> dict[str, object]:
-    """Run the reference eStargz reader's thorough check; return its report."""
+def reference_verify(blob: Path, *expected: str) -> tuple[int, dict[str, Any]]:
+    """Run ``estargz-ref verify BLOB [--toc-digest D] [--diff-id D]`` (tests/go/estargz-ref: the reference
+    eStargz reader's thorough check); its exit status and JSON report."""
     tool = require_tool("estargz-ref")
-    result = subprocess.run(
-        [tool, "verify", str(blob), "--toc-digest", layer.toc_digest, "--diff-id", layer.diff_id],
-        capture_output=True,
-        text=True,
-    )
-    report: dict[str, object] = json.loads(result.stdout)
-    assert result.returncode == 0 and report["ok"], f"estargz-ref verify failed: {report.get('errors')}"
+    result = subprocess.run([tool, "verify", str(blob), *expected], capture_output=True, text=True)
+    return result.returncode, json.loads(result.stdout)
+
+
+def verify_with_reference(blob: Path, layer: LayerResult) -> dict[str, Any]:
+    """Check a layer blob with the reference eStargz reader, against the layer's digests; its report."""
+    status, report = reference_verify(blob, "--toc-digest", layer.toc_digest, "--diff-id", layer.diff_id)
+    assert status == 0 and report["ok"], f"estargz-ref verify failed: {report.get('errors')}"
     return report
 
 
