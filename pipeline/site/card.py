@@ -83,18 +83,21 @@ def render_card(markdown: str, hub_url: str, revision: str) -> str:
         link_rel=LINK_REL,
         strip_comments=True,
     )
-    return _HEADING.sub(lambda m: f"<{m[1]}h{min(int(m[2]) + 2, 6)}", clean)
+    clean = _HEADING.sub(lambda m: f"<{m[1]}h{min(int(m[2]) + 2, 6)}", clean)
+    # Code and wide tables scroll sideways on a phone: a scrolling region must take keyboard focus.
+    clean = clean.replace("<pre>", '<pre tabindex="0">')
+    return clean.replace(
+        "<table>", '<div class="scroll" tabindex="0" role="region" aria-label="Table"><table>'
+    ).replace("</table>", "</table></div>")
 
 
 def card_text(markdown: str) -> str:
     """The card's words as plain text (no markup), for summaries and search."""
     tokens = _markdown().parse(markdown)
     words: list[str] = []
-    for token in tokens:
+    for token in tokens:  # code blocks are left out: code says little about what the model is
         if token.type == "inline" and token.children:
-            words.extend(child.content for child in token.children if child.type in ("text", "code_inline"))
-        elif token.type in ("fence", "code_block"):
-            continue  # code says little about what the model is
+            words.append(_inline_text(token.children))
     return " ".join(" ".join(words).split())
 
 
@@ -103,8 +106,7 @@ def summary(markdown: str) -> str:
     tokens = _markdown().parse(markdown)
     for opening, inline in itertools.pairwise(tokens):
         if opening.type == "paragraph_open" and inline.children:
-            text = " ".join(c.content for c in inline.children if c.type in ("text", "code_inline")).split()
-            sentence = " ".join(text)
+            sentence = " ".join(_inline_text(inline.children).split())
             if len(sentence) >= 20:
                 if len(sentence) <= SUMMARY_CHARS:
                     return sentence
@@ -116,6 +118,14 @@ def search_words(text: str) -> str:
     """Distinct lower-case words of ``text`` in first-seen order, at most :data:`SEARCH_WORDS`."""
     seen = dict.fromkeys(word.lower() for word in _WORD.findall(text))
     return " ".join(list(seen)[:SEARCH_WORDS])
+
+
+def _inline_text(children: Sequence[Token]) -> str:
+    """The words of an inline run: text and code as they are, line breaks as spaces, markup dropped."""
+    return "".join(
+        child.content if child.type in ("text", "code_inline") else " " if child.type.endswith("break") else ""
+        for child in children
+    )
 
 
 def _resolve(href: str, base: str) -> str | None:

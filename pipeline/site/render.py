@@ -39,16 +39,18 @@ FALLBACK_HOST = "127.0.0.1:5000"  # what `modelyard serve` listens on by default
 SITE_FILES = ("index.html", "404.html", "robots.txt", "api/models.json", "api/search.json")
 # Size and parameter ranges the index filters by: (key, label, low, high), high exclusive.
 SIZE_RANGES = (
-    ("s", "under 100 MB", 0, 10**8),
-    ("m", "100 MB to 1 GB", 10**8, 10**9),
-    ("l", "1 to 10 GB", 10**9, 10**10),
-    ("xl", "over 10 GB", 10**10, None),
+    ("s", "under 10 MB", 0, 10**7),
+    ("m", "10 to 100 MB", 10**7, 10**8),
+    ("l", "100 MB to 1 GB", 10**8, 10**9),
+    ("xl", "1 to 10 GB", 10**9, 10**10),
+    ("xxl", "over 10 GB", 10**10, None),
 )
 PARAM_RANGES = (
-    ("s", "under 100M", 0, 10**8),
-    ("m", "100M to 1B", 10**8, 10**9),
-    ("l", "1B to 10B", 10**9, 10**10),
-    ("xl", "over 10B", 10**10, None),
+    ("s", "under 10M", 0, 10**7),
+    ("m", "10M to 100M", 10**7, 10**8),
+    ("l", "100M to 1B", 10**8, 10**9),
+    ("xl", "1B to 10B", 10**9, 10**10),
+    ("xxl", "over 10B", 10**10, None),
 )
 
 
