@@ -193,7 +193,19 @@ def test_a_hostile_model_card_can_neither_run_nor_load_anything() -> None:
     html = render_card(body, "https://huggingface.co/Org/Model", "a" * 40)
     parsed = parse(html.encode())
     # what the sanitizer keeps, and what the renderer adds so that scrolling code and tables take focus
-    allowed_attributes = {"href", "rel", "title", "colspan", "rowspan", "scope", "start", "tabindex", "class", "role", "aria-label"}
+    allowed_attributes = {
+        "href",
+        "rel",
+        "title",
+        "colspan",
+        "rowspan",
+        "scope",
+        "start",
+        "tabindex",
+        "class",
+        "role",
+        "aria-label",
+    }
     for tag, attrs in parsed.tags:
         assert tag not in {"script", "img", "iframe", "object", "embed", "form", "input", "base", "meta", "link",
                            "style", "svg", "math", "video", "audio", "button"}, tag  # fmt: skip
