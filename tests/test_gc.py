@@ -75,14 +75,16 @@ def test_the_grace_period_keeps_young_blobs(store: Store, tree: MakeTree) -> Non
 
 
 def test_stale_uploads_are_swept(store: Store) -> None:
-    old, fresh = store.backend.upload(), store.backend.upload()
-    old.write(b"partial")
-    fresh.write(b"partial")
-    old_key = f"uploads/{old.path.name}"  # type: ignore[attr-defined]
-    age(store, old_key, 2 * HOUR)
+    killed, live = store.backend.upload(), store.backend.upload()
+    killed.write(b"partial")
+    live.write(b"partial")
+    killed._file.close()  # type: ignore[attr-defined]  # as a SIGKILL leaves it: no writer, the file stays
+    keys = [f"uploads/{upload.path.name}" for upload in (killed, live)]  # type: ignore[attr-defined]
+    for key in keys:
+        age(store, key, 2 * HOUR)
     report = collect_garbage(store, grace=HOUR)
-    assert [i.key for i in report.removed] == [old_key]
-    assert [i.key for i in store.backend.list("uploads/")] == [f"uploads/{fresh.path.name}"]  # type: ignore[attr-defined]
+    assert [i.key for i in report.removed] == [keys[0]]
+    assert [i.key for i in store.backend.list("uploads/")] == [keys[1]]  # a live writer's, however old
 
 
 def test_a_catalog_record_keeps_its_image(store: Store, tree: MakeTree) -> None:

@@ -1,7 +1,8 @@
 """Build the models of a models file: skip what is done, build the rest, one failure never stops the others.
 
 For each model: if its ``tagAs`` tag holds this revision and file selection, built with this format
-version, it is skipped without touching the network (and its revision tag is set if it had moved). Otherwise: list the
+version, and everything that publish writes is there (every blob, the catalog record), it is skipped
+without touching the network (and its revision tag is set if it had moved). Otherwise: list the
 pinned revision on the Hub, keep the files that ``include``/``exclude`` select, download them, check
 every file's digest, stream the layer into the store, publish the image with two tags (``tagAs`` and
 the revision), write the catalog record, and clean the download cache.
@@ -25,9 +26,10 @@ from typing import Any, Literal, Protocol
 
 from huggingface_hub.file_download import repo_folder_name
 
+from pipeline.build.lock import model_lock
 from pipeline.build.publish import build_and_publish, source_date_epoch
 from pipeline.build.source import opener
-from pipeline.errors import HubError, IntegrityError, ModelyardError
+from pipeline.errors import HubError, IntegrityError, ModelyardError, NotFoundError
 from pipeline.hub.client import HubClient, RepoFile, RepoSnapshot
 from pipeline.hub.verify import check_git_blob_ids, check_lfs_digests
 from pipeline.models.file import ModelSpec
@@ -42,6 +44,7 @@ from pipeline.oci.image import (
     ImageMetadata,
     Platform,
 )
+from pipeline.oci.references import reachable
 from pipeline.store import Store
 
 log = logging.getLogger(__name__)
@@ -86,9 +89,14 @@ def build_models(
     for model in models:
         started = time.monotonic()
         try:
-            outcome = build_model(model, store, hub, options, progress)
+            with model_lock(options.cache_dir, model.repository):  # another build of it may share the cache
+                outcome = build_model(model, store, hub, options, progress)
         except ModelyardError as err:
             outcome = ModelOutcome(model, "failed", str(err), time.monotonic() - started)
+        except Exception as err:  # a bug, or the machine: that model failed, the others still build
+            log.error("building %s failed unexpectedly", model.repository, exc_info=err)
+            detail = f"unexpected {type(err).__name__}: {err} (the traceback is in the log)"
+            outcome = ModelOutcome(model, "failed", detail, time.monotonic() - started)
         _record_outcome(store, outcome)
         if progress is not None:
             progress.done(outcome)
@@ -191,7 +199,13 @@ def build_model(
 
 
 def published_image(store: Store, model: ModelSpec) -> Descriptor | None:
-    """The image the model's tag points at, if it is this revision and file selection in this format version."""
+    """The image the model's tag points at, if everything its publish writes is in the store.
+
+    That is: the index, with this revision, file selection and format version, every manifest,
+    config and layer it references, and a catalog record of this revision and format version. A
+    build killed between its tags and its record is then built again (to the same digests), and
+    the record written.
+    """
     descriptor = store.get_tag(model.repository, model.tag)
     if descriptor is None or not store.has_blob(descriptor.digest):
         return None
@@ -201,6 +215,15 @@ def published_image(store: Store, model: ModelSpec) -> Descriptor | None:
     keys = (FORMAT_ANNOTATION, ANNOTATION_REVISION, ANNOTATION_INCLUDE, ANNOTATION_EXCLUDE)
     if any(published.get(key) != expected.get(key) for key in keys):
         return None  # another revision, selection or format version: rebuild
+    try:
+        if not all(store.has_blob(d.digest) for d in reachable(store, descriptor)):
+            return None
+    except NotFoundError:
+        return None  # a manifest is missing
+    # One record per repository: variants of a revision share it, so it must be of this revision.
+    record = store.get_catalog(model.repository) or {}
+    if record.get("revision") != model.revision or record.get("format_version") != FORMAT_VERSION:
+        return None
     return descriptor
 
 

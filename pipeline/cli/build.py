@@ -36,7 +36,8 @@ from pipeline.models.file import ModelSpec, load_models
 from pipeline.names import repository_name
 from pipeline.oci.format import FORMAT_DESCRIPTION
 from pipeline.oci.image import DEFAULT_PLATFORMS, ImageMetadata, Platform
-from pipeline.store import open_store
+from pipeline.store import Store, open_store
+from pipeline.store.gc import sweep_uploads
 
 DEFAULT_CACHE_DIR = "~/.cache/modelyard/hub"
 
@@ -120,6 +121,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise ModelyardError("--name, --revision and --source go with --from-dir")
     models = select_models(load_models(args.models), args.only or [])
     store = open_store(args.store)
+    sweep_stale_uploads(store)
     options = BatchOptions(
         cache_dir=Path(args.cache_dir).expanduser(),
         force=args.force,
@@ -134,6 +136,14 @@ def cmd_build(args: argparse.Namespace) -> int:
     print_outcomes(outcomes)
     refresh_site(store, args.models)  # the site never lags the registry
     return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def sweep_stale_uploads(store: Store) -> None:
+    """Remove the temporaries killed builds left in the store (a stopped layer upload is model-sized)."""
+    removed = sweep_uploads(store)
+    if removed:
+        size = sum(info.size for info in removed)
+        err.print(f"removed {len(removed)} upload temporaries left by killed builds ({size:,} bytes)")
 
 
 def select_models(models: list[ModelSpec], only: list[str]) -> list[ModelSpec]:
@@ -212,6 +222,7 @@ def build_from_dir(args: argparse.Namespace) -> int:
     if args.name is None:
         raise ModelyardError("--from-dir needs --name org/model (the repository name in the store)")
     store = open_store(args.store)
+    sweep_stale_uploads(store)
     name = repository_name(args.name)
     files = files_from_dir(args.from_dir)
     total = sum(f.size for f in files)

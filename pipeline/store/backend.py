@@ -82,6 +82,14 @@ class Backend(Protocol):
 
     def abort_incomplete(self, upload: IncompleteUpload) -> None: ...
 
+    def upload_in_progress(self, key: str) -> bool | None:
+        """Whether a live process still writes the temporary ``key`` under ``uploads/``.
+
+        True or False when the backend can tell (a local file's lock), None when it cannot (a bucket):
+        then only the grace period says a temporary is stale.
+        """
+        ...
+
     def presigned_url(self, key: str, expires_in: int) -> str | None:
         """A URL that lets anyone GET ``key`` for ``expires_in`` seconds, or None if the backend has none."""
         ...

@@ -10,7 +10,12 @@ A build publishes blobs before the tag that references them. Its new blobs are y
 period, so they survive until its tag lands; a blob it reuses is refreshed (``Store.refresh_blob``) so
 it counts as young too, and each candidate is looked at again just before it is deleted. Anything
 wrong while marking (a tag pointing at a missing blob, a store error) stops the collection before
-anything is deleted. Stale S3 multipart uploads (a killed process's) are aborted too.
+anything is deleted.
+
+Temporaries of uploads (:func:`sweep_uploads`, which every build also runs first) go when they are
+provably abandoned (a local temporary whose writer's lock is gone: its process was killed) or, where
+the backend cannot tell (S3 objects and multipart uploads), once older than the grace period. One a
+live process still writes is never removed.
 
 Example::
 
@@ -72,9 +77,8 @@ def live_digests(store: Store) -> set[str]:
 def collect_garbage(
     store: Store, *, grace: float = DEFAULT_GRACE, dry_run: bool = False, now: float | None = None
 ) -> GcReport:
-    """Sweep what no tag or catalog record reaches and is older than ``grace`` seconds."""
-    candidates = list(store.backend.list(BLOBS_PREFIX)) + list(store.backend.list(UPLOADS_PREFIX))
-    incomplete = list(store.backend.incomplete_uploads())
+    """Sweep what no tag or catalog record reaches and is older than ``grace`` seconds, and stale uploads."""
+    candidates = list(store.backend.list(BLOBS_PREFIX))
     try:
         live = live_digests(store)
     except (ModelyardError, KeyError, ValueError) as err:
@@ -95,9 +99,30 @@ def collect_garbage(
         report.removed.append(current)
         if not dry_run:
             store.backend.delete(info.key)
-    for upload in incomplete:
+    report.removed += sweep_uploads(store, grace=grace, dry_run=dry_run, now=now)
+    return report
+
+
+def sweep_uploads(
+    store: Store, *, grace: float = DEFAULT_GRACE, dry_run: bool = False, now: float | None = None
+) -> list[ObjectInfo]:
+    """Remove the temporaries of uploads that no process will finish; what was (or would be) removed.
+
+    A temporary goes when its backend proves its writer gone (a killed build's local ``.part``), or
+    when the backend cannot tell and it is older than ``grace`` seconds; S3 multipart uploads never
+    completed go after ``grace`` too.
+    """
+    now = time.time() if now is None else now
+    removed = []
+    for info in store.backend.list(UPLOADS_PREFIX):
+        in_progress = store.backend.upload_in_progress(info.key)
+        if in_progress is False or (in_progress is None and now - info.modified >= grace):
+            removed.append(info)
+            if not dry_run:
+                store.backend.delete(info.key)
+    for upload in store.backend.incomplete_uploads():
         if now - upload.started >= grace:
-            report.removed.append(ObjectInfo(upload.key, 0, upload.started))
+            removed.append(ObjectInfo(upload.key, 0, upload.started))
             if not dry_run:
                 store.backend.abort_incomplete(upload)
-    return report
+    return removed

@@ -3,6 +3,14 @@
 Atomicity comes from the filesystem: every object is written to a temporary file under ``uploads/``,
 fsynced, and renamed into place, so a reader (or a crash) never sees part of an object.
 
+Modes are set explicitly, whatever the umask: files 0644, directories 0755 (the image's own tar
+rules), so the registry and other users can read what a build wrote. The writer of a temporary
+holds an exclusive ``flock`` on it from before its first byte until it is renamed or removed, so a
+temporary with content whose lock is free was left by a killed process: :meth:`upload_in_progress`
+tells, and a re-run (or ``gc``) removes it at once. Reads never follow a symbolic link out of the
+store: the store must be writable only by the publisher, and a link there must not publish the rest
+of the machine.
+
 Example::
 
     backend = LocalBackend("store")
@@ -13,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import stat
 import uuid
@@ -23,6 +32,8 @@ from pipeline.errors import NotFoundError, StoreError
 from pipeline.store.backend import UPLOADS_PREFIX, IncompleteUpload, ObjectInfo, check_key
 
 READ_PIECE = 1024 * 1024
+FILE_MODE = 0o644
+DIRECTORY_MODE = 0o755
 # Start writing back every this many bytes of an upload, so the fsync at commit has little left to do.
 WRITEBACK_STEP = 32 * 1024 * 1024
 
@@ -31,7 +42,14 @@ class LocalUpload:
     def __init__(self, backend: LocalBackend) -> None:
         self._backend = backend
         self.path = backend.temp_path()
-        self._file = open(self.path, "xb")
+        descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+        try:
+            os.fchmod(descriptor, FILE_MODE)  # the umask narrowed (or widened) the mode open gave
+            fcntl.flock(descriptor, fcntl.LOCK_EX)  # blocking: a sweeper may hold it for an instant
+        except OSError:
+            os.close(descriptor)
+            raise
+        self._file = os.fdopen(descriptor, "wb")
         self._written = 0
         self._written_back = 0
 
@@ -60,8 +78,8 @@ class LocalUpload:
         try:
             self._file.flush()
             os.fsync(self._file.fileno())
+            self._backend.install(self.path, key)  # still locked: no sweeper takes it for abandoned
             self._file.close()
-            self._backend.install(self.path, key)
         except OSError as err:
             self.abort()
             raise _store_error(err, self.path) from err
@@ -86,13 +104,13 @@ class LocalBackend:
 
     def temp_path(self) -> Path:
         directory = self.root / UPLOADS_PREFIX
-        directory.mkdir(parents=True, exist_ok=True)
+        self._make_directories(directory)
         return directory / f"{uuid.uuid4().hex}.part"
 
     def install(self, temp: Path, key: str) -> None:
         """Rename a complete, fsynced temporary file to ``key``."""
         target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self._make_directories(target.parent)
         os.replace(temp, target)
         directory = os.open(target.parent, os.O_RDONLY)
         try:
@@ -100,28 +118,58 @@ class LocalBackend:
         finally:
             os.close(directory)
 
-    def stat(self, key: str) -> ObjectInfo | None:
-        try:
-            info = self.path(key).stat()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        if not stat.S_ISREG(info.st_mode):
-            return None  # a directory is no object (a bucket has none): keys name files only
-        return ObjectInfo(key, info.st_size, info.st_mtime)
+    def _make_directories(self, directory: Path) -> None:
+        """Create ``directory`` and its missing parents, each 0755 whatever the umask."""
+        if directory.is_dir():
+            return
+        missing = [directory, *(p for p in directory.parents if not p.is_dir())]
+        for path in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                path.mkdir()
+                path.chmod(DIRECTORY_MODE)
 
-    def read(self, key: str) -> bytes:
+    def _inside(self, key: str) -> Path | None:
+        """The real path of ``key``, or None when a symbolic link takes it out of the store."""
+        real = os.path.realpath(self.path(key))
+        root = os.path.realpath(self.root)
+        return Path(real) if real.startswith(root + os.sep) else None
+
+    def _open(self, key: str) -> int:
+        """A descriptor of the regular file ``key``; NotFoundError when absent, not a file, or outside."""
+        real = self._inside(key)
+        if real is None:
+            raise NotFoundError(f"{key} leads out of the store at {self.root}: not followed")
         try:
-            return self.path(key).read_bytes()
+            # O_NONBLOCK: a FIFO placed in the store must not hang the reader; regular files ignore it.
+            descriptor = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError) as err:
             raise NotFoundError(f"{key} is not in the store at {self.root}") from err
         except OSError as err:
-            raise _store_error(err, self.path(key)) from err
+            raise _store_error(err, self.path(key), "read") from err
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            os.close(descriptor)
+            raise NotFoundError(f"{key} is not a file in the store at {self.root}")
+        return descriptor
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        real = self._inside(key)
+        try:
+            info = None if real is None else real.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if info is None or not stat.S_ISREG(info.st_mode):
+            return None  # outside the store, or a directory (a bucket has none): keys name files only
+        return ObjectInfo(key, info.st_size, info.st_mtime)
+
+    def read(self, key: str) -> bytes:
+        with os.fdopen(self._open(key), "rb") as handle:
+            try:
+                return handle.read()
+            except OSError as err:
+                raise _store_error(err, self.path(key), "read") from err
 
     def read_range(self, key: str, start: int, end: int) -> Iterator[bytes]:
-        try:
-            handle = open(self.path(key), "rb")
-        except (FileNotFoundError, NotADirectoryError) as err:
-            raise NotFoundError(f"{key} is not in the store at {self.root}") from err
+        handle = os.fdopen(self._open(key), "rb")
         with handle:
             handle.seek(start)
             remaining = end - start
@@ -150,12 +198,8 @@ class LocalBackend:
             for filename in sorted(filenames):
                 path = Path(dirpath) / filename
                 key = path.relative_to(self.root).as_posix()
-                if key.startswith(prefix):
-                    try:
-                        info = path.stat()
-                    except FileNotFoundError:
-                        continue  # deleted while listing
-                    yield ObjectInfo(key, info.st_size, info.st_mtime)
+                if key.startswith(prefix) and (info := self.stat(key)) is not None:
+                    yield info  # (None: deleted while listing, or a link out of the store)
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -167,6 +211,27 @@ class LocalBackend:
     def incomplete_uploads(self) -> Iterator[IncompleteUpload]:
         return iter(())  # a killed upload leaves a plain file under uploads/, which list() shows
 
+    def upload_in_progress(self, key: str) -> bool | None:
+        """Whether a live process still writes the temporary ``key``: its writer holds the file's lock.
+
+        None for an empty file whose lock is free: its writer may be between creating and locking it.
+        """
+        try:
+            descriptor = os.open(self.path(key), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return False  # committed or removed meanwhile
+        except OSError:
+            return None  # a link or something else no writer of ours made: leave it to the grace period
+        try:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            # A writer locks before its first byte: content and a free lock mean its writer is gone.
+            return False if os.fstat(descriptor).st_size > 0 else None
+        finally:
+            os.close(descriptor)  # releases the lock
+
     def abort_incomplete(self, upload: IncompleteUpload) -> None:
         self.delete(upload.key)
 
@@ -174,7 +239,7 @@ class LocalBackend:
         return None  # files have no URL of their own: the registry serves them
 
 
-def _store_error(err: OSError, path: Path) -> StoreError:
+def _store_error(err: OSError, path: Path, verb: str = "write") -> StoreError:
     if err.errno == errno.ENOSPC:
         return StoreError(f"disk full while writing {path}: free some space and run again (nothing was published)")
-    return StoreError(f"cannot write {path}: {err.strerror}")
+    return StoreError(f"cannot {verb} {path}: {err.strerror}")

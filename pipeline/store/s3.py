@@ -286,6 +286,9 @@ class S3Backend:
     def abort_incomplete(self, upload: IncompleteUpload) -> None:
         self.call("abort_multipart_upload", upload.key, UploadId=upload.upload_id)
 
+    def upload_in_progress(self, key: str) -> None:
+        return None  # a bucket cannot tell whether the writer lives: the grace period decides
+
     def presigned_url(self, key: str, expires_in: int) -> str:
         """A presigned GET URL (signed locally, no request made). It names the access key id, as SigV4 does."""
         try:
