@@ -1,15 +1,16 @@
 """Benchmarks, each printing ratios against an anchor measured in the same run.
 
 python -m bench layer      the eStargz layer writer vs the reference writer
+python -m bench site       the catalog site: render time, index weight, Lighthouse
 """
 
 from __future__ import annotations
 
 import sys
 
-from bench import hub, layer, registry, s3
+from bench import hub, layer, registry, s3, site
 
-BENCHMARKS = {"layer": layer.main, "hub": hub.main, "s3": s3.main, "registry": registry.main}
+BENCHMARKS = {"layer": layer.main, "hub": hub.main, "s3": s3.main, "registry": registry.main, "site": site.main}
 
 
 def main() -> None:

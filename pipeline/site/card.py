@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -63,15 +64,40 @@ def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
     return (value if isinstance(value, dict) else {}), text[match.end() :]
 
 
-def render_card(markdown: str, hub_url: str, revision: str) -> str:
-    """Safe HTML for a card's Markdown; ``hub_url`` and ``revision`` resolve its relative links."""
-    base = f"{hub_url}/blob/{revision or 'main'}/"
-    html = _markdown().render(markdown, {"base": base})
+@dataclass(frozen=True)
+class Card:
+    """A model card read once: its safe HTML, its first paragraph, and its words for the search."""
 
+    html: str
+    summary: str
+    text: str
+
+
+def read_card(markdown: str, hub_url: str = "", revision: str = "") -> Card:
+    """Parse a card's Markdown once; ``hub_url`` and ``revision`` resolve its relative links."""
+    if not markdown.strip():
+        return Card("", "", "")
+    base = f"{hub_url}/blob/{revision or 'main'}/"
+    parser = _markdown()
+    env = {"base": base}
+    tokens = parser.parse(markdown, env)
+    html = _sanitize(parser.renderer.render(tokens, parser.options, env), base)
+    return Card(html, _summary(tokens), _text(tokens))
+
+
+def render_card(markdown: str, hub_url: str, revision: str) -> str:
+    """Safe HTML for a card's Markdown."""
+    return read_card(markdown, hub_url, revision).html
+
+
+def summary(markdown: str) -> str:
+    """The card's first paragraph of prose, cut at a word near :data:`SUMMARY_CHARS` characters."""
+    return read_card(markdown).summary
+
+
+def _sanitize(html: str, base: str) -> str:
     def rewrite(tag: str, attribute: str, value: str) -> str | None:
-        if attribute == "href":
-            return _resolve(value, base)
-        return value
+        return _resolve(value, base) if attribute == "href" else value
 
     clean = nh3.clean(
         html,
@@ -91,19 +117,13 @@ def render_card(markdown: str, hub_url: str, revision: str) -> str:
     ).replace("</table>", "</table></div>")
 
 
-def card_text(markdown: str) -> str:
-    """The card's words as plain text (no markup), for summaries and search."""
-    tokens = _markdown().parse(markdown)
-    words: list[str] = []
-    for token in tokens:  # code blocks are left out: code says little about what the model is
-        if token.type == "inline" and token.children:
-            words.append(_inline_text(token.children))
+def _text(tokens: Sequence[Token]) -> str:
+    """The card's words as plain text; code blocks are left out (code says little about what the model is)."""
+    words = [_inline_text(token.children) for token in tokens if token.type == "inline" and token.children]
     return " ".join(" ".join(words).split())
 
 
-def summary(markdown: str) -> str:
-    """The card's first paragraph of prose, cut at a word near :data:`SUMMARY_CHARS` characters."""
-    tokens = _markdown().parse(markdown)
+def _summary(tokens: Sequence[Token]) -> str:
     for opening, inline in itertools.pairwise(tokens):
         if opening.type == "paragraph_open" and inline.children:
             sentence = " ".join(_inline_text(inline.children).split())

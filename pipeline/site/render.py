@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup, escape
 
 from pipeline import __version__
 from pipeline.errors import ModelyardError
 from pipeline.site import numbers
 from pipeline.site.assets import Assets
-from pipeline.site.card import card_text, render_card, search_words, summary
+from pipeline.site.card import Card, read_card, search_words
 from pipeline.site.catalog import ModelEntry
 from pipeline.site.snippets import Host, Insecure, Snippet, copy_file, is_loopback, snippets
 
@@ -89,9 +90,6 @@ class Templates:
             thousands=lambda n: "—" if n is None else f"{n:,}",
             percent=_percent,
         )
-        environment.tests.update(
-            registry_host=lambda part: isinstance(part, Host), insecure_flag=lambda part: isinstance(part, Insecure)
-        )
         return cls(environment, Assets.load(directory / "assets"))
 
     def render(self, template: str, **context: Any) -> bytes:
@@ -105,10 +103,11 @@ def render_site(entries: Sequence[ModelEntry], options: SiteOptions, templates: 
         raise ModelyardError("two catalog entries share a name")
     files: dict[str, bytes] = dict(templates.assets.files)
     common = _common(options, templates)
-    for entry in entries:
-        files[page_path(entry.name)] = render_model_page(entry, options, templates, common)
+    cards = [read_card(entry.card, entry.hub_url, entry.revision) for entry in entries]
+    for entry, card in zip(entries, cards, strict=True):
+        files[page_path(entry.name)] = render_model_page(entry, card, templates, common)
         files[f"api/models/{entry.name}.json"] = _json(model_json(entry))
-    files["index.html"] = render_index(entries, options, templates, common)
+    files["index.html"] = render_index(entries, cards, templates, common)
     files["404.html"] = templates.render("404.html", root="/", **common)
     files["robots.txt"] = b"User-agent: *\nAllow: /\n"
     files["api/models.json"] = _json(
@@ -118,7 +117,9 @@ def render_site(entries: Sequence[ModelEntry], options: SiteOptions, templates: 
             "models": [summary_json(e) for e in entries],
         }
     )
-    files["api/search.json"] = _json({e.name: search_words(card_text(e.card)) for e in entries if e.card})
+    files["api/search.json"] = _json(
+        {e.name: search_words(c.text) for e, c in zip(entries, cards, strict=True) if c.text}
+    )
     _check_paths(files)
     return files
 
@@ -129,14 +130,14 @@ def page_path(name: str) -> str:
 
 
 def render_index(
-    entries: Sequence[ModelEntry], options: SiteOptions, templates: Templates, common: dict[str, Any]
+    entries: Sequence[ModelEntry], cards: Sequence[Card], templates: Templates, common: dict[str, Any]
 ) -> bytes:
     published = [e for e in entries if e.status == "published"]
     return templates.render(
         "index.html",
         root="",
         entries=entries,
-        rows=[_row(e) for e in entries],
+        rows=[_row(e, c) for e, c in zip(entries, cards, strict=True)],
         facets={
             "task": _facet(e.task for e in entries),
             "library": _facet(e.library for e in entries),
@@ -150,14 +151,14 @@ def render_index(
     )
 
 
-def render_model_page(entry: ModelEntry, options: SiteOptions, templates: Templates, common: dict[str, Any]) -> bytes:
+def render_model_page(entry: ModelEntry, card: Card, templates: Templates, common: dict[str, Any]) -> bytes:
     sizes = {f.path: f.size for f in entry.files}
     return templates.render(
         "model.html",
         root="../" * (entry.name.count("/") + 1),
         entry=entry,
-        summary=summary(entry.card),
-        card_html=render_card(entry.card, entry.hub_url, entry.revision) if entry.card else "",
+        summary=card.summary,
+        card_html=card.html,
         facts=_facts(entry),
         snippets=snippets(entry) if entry.status == "published" else [],
         file_snippets=[copy_file(entry, f.path) for f in entry.files],
@@ -201,17 +202,37 @@ def summary_json(entry: ModelEntry) -> dict[str, Any]:
 
 def _common(options: SiteOptions, templates: Templates) -> dict[str, Any]:
     host = options.registry_host or FALLBACK_HOST
+    auto = options.registry_host is None
+    registry = Markup('<span class="reg-host">{}</span>').format(host) if auto else escape(host)
+    insecure = is_loopback(host)
+
+    def code(snippet: Snippet, id: str, hidden: bool = False) -> Markup:
+        """A snippet as ``<code>``, its registry host and plain-HTTP flags marked for the page's script."""
+        parts = []
+        for part in snippet.parts:
+            if isinstance(part, Host):
+                parts.append(registry)
+            elif isinstance(part, Insecure):
+                if insecure or auto:
+                    parts.append(Markup('<span class="reg-insecure">{}</span>').format(part))
+            else:
+                parts.append(escape(part))
+        attributes = Markup(' id="{}"{}').format(id, Markup(" hidden") if hidden else "")
+        return Markup("<code{}>{}</code>").format(attributes, Markup("").join(parts))
+
     return {
+        "code": code,
+        "registry": registry,
         "site_title": options.title,
         "asset": templates.assets.path,
         "host": host,
-        "host_is_auto": options.registry_host is None,
-        "insecure": is_loopback(host),
+        "host_is_auto": auto,
+        "insecure": insecure,
         "version": __version__,
     }
 
 
-def _row(entry: ModelEntry) -> dict[str, Any]:
+def _row(entry: ModelEntry, card: Card) -> dict[str, Any]:
     """The data attributes the index's script filters and sorts by."""
     return {
         "name": entry.name,
@@ -224,7 +245,7 @@ def _row(entry: ModelEntry) -> dict[str, Any]:
         "downloads": "" if entry.downloads is None else str(entry.downloads),
         "likes": "" if entry.likes is None else str(entry.likes),
         "built": entry.built_at,
-        "summary": summary(entry.card),
+        "summary": card.summary,
     }
 
 
