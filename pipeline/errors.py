@@ -54,3 +54,15 @@ class NotFoundError(StoreError):
 
 class HubError(ModelyardError):
     """Hugging Face refused or failed a request (not found, gated, network)."""
+
+
+class MissingRepoError(HubError):
+    """The Hub has no such repository (or it is private and the token cannot see it, or it was disabled)."""
+
+
+class MissingRevisionError(HubError):
+    """The repository has no such revision or branch."""
+
+
+class GatedModelError(HubError):
+    """The repository is gated: its files need a token of an account that accepted its conditions."""

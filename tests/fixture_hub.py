@@ -1,6 +1,8 @@
 """A fixture Hugging Face Hub: a real HTTP server speaking the parts of the Hub API huggingface_hub uses.
 
-    GET  /api/models/{id}/revision/{rev}           model_info (with ?blobs=true: size, blobId, lfs.sha256)
+    GET  /api/models/{id}                          model_info at the default branch
+    GET  /api/models/{id}/revision/{rev}           model_info (with ?blobs=true: size, blobId, lfs.sha256); rev may be a branch
+    GET  /api/models/{id}/refs                     list_repo_refs: the branches and their commits
     GET  /api/models/{id}/tree/{rev}[/{dir}]       the tree listing (?recursive=true)
     HEAD /{id}/resolve/{rev}/{path}                X-Repo-Commit, ETag, X-Linked-Etag, X-Linked-Size
     GET  /{id}/resolve/{rev}/{path}                the bytes, with Range
@@ -58,12 +60,22 @@ class FixtureRepo:
     private: bool = False
     downloads: int = 0
     likes: int = 0
+    # Branch -> the commit it points at. The default branch, "main", points at ``revision`` unless given here;
+    # only ``revision`` has files, so other commits answer model_info and nothing else.
+    branches: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.entries = {path: _FileEntry.of(path, content, self.is_lfs(path)) for path, content in self.files.items()}
         readme = self.files.get("README.md")
         if not self.card_data and isinstance(readme, bytes):
             self.card_data = _front_matter(readme.decode("utf-8", "replace"))
+
+    def commit_of(self, revision: str) -> str | None:
+        """The commit a revision (a branch name or a commit sha) names, or None when there is none."""
+        heads = {"main": self.revision, **self.branches}
+        if revision in heads:
+            return heads[revision]
+        return revision if revision == self.revision or revision in heads.values() else None
 
     def is_lfs(self, path: str) -> bool:
         name = path.rsplit("/", 1)[-1]
@@ -159,8 +171,13 @@ def _handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
             path = urllib.parse.unquote(url.path)
             with hub.lock:
                 hub.requests.append((method, path))
-            if match := re.fullmatch(r"/api/models/(.+)/revision/([^/]+)", path):
-                self.model_info(match[1], match[2])
+            # A branch name may hold a '/', which huggingface_hub sends quoted: match before unquoting.
+            if match := re.fullmatch(r"/api/models/(.+)/revision/([^/]+)", url.path):
+                self.model_info(urllib.parse.unquote(match[1]), urllib.parse.unquote(match[2]))
+            elif match := re.fullmatch(r"/api/models/(.+)/refs", path):
+                self.refs(match[1])
+            elif match := re.fullmatch(r"/api/models/([^/]+(?:/[^/]+)?)", path):
+                self.model_info(match[1], "main")
             elif match := re.fullmatch(r"/api/models/(.+?)/tree/([^/]+)(?:/(.*))?", path):
                 self.tree(match[1], match[2], match[3] or "", "recursive=true" in url.query.lower())
             elif match := re.fullmatch(r"/(.+)/resolve/([^/]+)/(.+)", path):
@@ -171,7 +188,7 @@ def _handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
         # Hub endpoints
 
         def model_info(self, hf_id: str, revision: str) -> None:
-            repo = self.repo(hf_id, revision)
+            repo = self.repo(hf_id, revision, any_commit=True)
             if repo is None:
                 return
             with hub.lock:
@@ -192,7 +209,7 @@ def _handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
                     "id": repo.hf_id,
                     "modelId": repo.hf_id,
                     "author": repo.hf_id.split("/")[0] if "/" in repo.hf_id else None,
-                    "sha": repo.revision,
+                    "sha": repo.commit_of(revision),
                     "lastModified": "2024-01-01T00:00:00.000Z",
                     "createdAt": "2022-01-01T00:00:00.000Z",
                     "private": repo.private,
@@ -209,6 +226,14 @@ def _handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
                     "usedStorage": sum(e.size for e in repo.entries.values()),
                 }
             )
+
+        def refs(self, hf_id: str) -> None:
+            repo = self.repo(hf_id, "main")
+            if repo is None:
+                return
+            heads = {"main": repo.revision, **repo.branches}
+            branches = [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": c} for n, c in sorted(heads.items())]
+            self.json({"branches": branches, "converts": [], "tags": []})
 
         def tree(self, hf_id: str, revision: str, directory: str, recursive: bool) -> None:
             repo = self.repo(hf_id, revision)
@@ -286,7 +311,14 @@ def _handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
 
         # helpers
 
-        def repo(self, hf_id: str, revision: str, for_download: bool = False) -> FixtureRepo | None:
+        def repo(
+            self, hf_id: str, revision: str, for_download: bool = False, any_commit: bool = False
+        ) -> FixtureRepo | None:
+            """The repository, if the request may see it at ``revision``; else answer the Hub's error.
+
+            ``any_commit`` accepts every commit a branch points at (model_info); otherwise only the one
+            whose files the fixture holds.
+            """
             repo = hub.repos.get(hf_id.lower())
             authorization = self.headers.get("Authorization", "")
             token = authorization.removeprefix("Bearer ").strip()
@@ -295,7 +327,8 @@ def _handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
                 status = 401 if repo is not None and not token else 404
                 self.error(status, "RepoNotFound", "Repository not found")
                 return None
-            if revision not in (repo.revision, "main"):
+            commit = repo.commit_of(revision)
+            if commit is None or (commit != repo.revision and not any_commit):
                 self.error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
                 return None
             if repo.gated and for_download and not allowed:
@@ -361,7 +394,7 @@ def _safetensors_info(repo: FixtureRepo) -> dict[str, Any]:
     for entry in repo.entries.values():
         if not entry.path.endswith(".safetensors") or entry.size < 8:
             continue
-        head = next(_pieces(entry.content, 0, min(entry.size, 8 + 100_000_000)))
+        head = next(_pieces(entry.content, 0, min(entry.size, PIECE)))  # a header larger than this: none
         length = int.from_bytes(head[:8], "little")
         try:
             header = json.loads(head[8 : 8 + length])

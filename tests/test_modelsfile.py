@@ -53,7 +53,7 @@ def test_every_problem_is_reported_with_its_line_and_field() -> None:
         "models.yaml:4: models[1] (bad//name).name: 'bad//name' is not a Hugging Face repo id (expected 'org/name' or 'name')",
         f"models.yaml:5: models[1] (bad//name).sha: expected 40 lowercase hex characters, got '{SHA.upper()}'",
         "models.yaml:6: models[1] (bad//name).tagAs: '-nope' is not a valid OCI tag",
-        "models.yaml:7: models[1] (bad//name).colour: unknown key (expected exclude, include, name, sha, tagAs)",
+        "models.yaml:7: models[1] (bad//name).colour: unknown key (expected branch, exclude, include, name, sha, tagAs)",
         "models.yaml:8: models[2].name: missing",
         "models.yaml:9: ok/model: same name and tag (ok/model:latest) as the entry at models.yaml:2",
         "models.yaml:12: models[4] (other/model).sha: expected a string, got '12345' (quote it)",
@@ -85,3 +85,15 @@ def test_structure_problems() -> None:
 def test_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ModelsFileError, match="cannot read"):
         load_models(tmp_path / "nope.yaml")
+
+
+def test_a_branch_for_update_to_follow() -> None:
+    (model,) = parse_models(f"models:\n  - name: org/model\n    sha: {SHA}\n    branch: release/v2\n")
+    assert model.branch == "release/v2"
+    (default,) = parse_models(f"models:\n  - name: org/model\n    sha: {SHA}\n")
+    assert default.branch is None
+    for bad in ("-x", "a..b", "a b", "a/", "a.lock", ".hidden", "a//b", "x@{1}", "@", "a:b", "a/.b"):
+        (problem,) = problems(f"models:\n  - name: org/model\n    sha: {SHA}\n    branch: '{bad}'\n")
+        assert problem == f"models.yaml:4: models[0] (org/model).branch: {bad!r} is not a git branch name"
+    (problem,) = problems(f"models:\n  - name: org/model\n    sha: {SHA}\n    branch: 3\n")
+    assert problem == "models.yaml:4: models[0] (org/model).branch: expected a string, got '3' (quote it)"

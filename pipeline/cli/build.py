@@ -30,7 +30,8 @@ from pipeline.cli.console import (
     out,
 )
 from pipeline.cli.site import refresh_site
-from pipeline.errors import InvalidNameError, ModelyardError
+from pipeline.errors import InvalidNameError, ModelsFileError, ModelyardError
+from pipeline.github import problem_annotation
 from pipeline.hub.client import HubClient
 from pipeline.models.file import ModelSpec, load_models
 from pipeline.names import repository_name
@@ -49,9 +50,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         formatter_class=FORMATTER,
         description="Check models.yaml and report every problem with file:line and field.\n"
         "Exit status 0 only when the file is valid.",
-        epilog=f"Example: modelyard validate {DEFAULT_MODELS_FILE}",
+        epilog=f"Examples:\n  modelyard validate {DEFAULT_MODELS_FILE}\n"
+        f"  modelyard validate --format github {DEFAULT_MODELS_FILE}    # in a workflow: annotations on the PR",
     )
     validate.add_argument("file", nargs="?", default=DEFAULT_MODELS_FILE, help=f"default: {DEFAULT_MODELS_FILE}")
+    validate.add_argument(
+        "--format",
+        choices=("text", "github"),
+        default="text",
+        help="github: each problem as a GitHub Actions annotation on its line of the file, on stdout",
+    )
     validate.set_defaults(run=cmd_validate)
 
     build = commands.add_parser(
@@ -109,7 +117,15 @@ def print_built(built: BuiltImage) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    models = load_models(args.file)
+    try:
+        models = load_models(args.file)
+    except ModelsFileError as error:
+        if args.format != "github":
+            raise
+        for problem in error.problems:
+            print(problem_annotation(problem))  # not rich: workflow commands must reach stdout verbatim
+        err.print(f"{len(error.problems)} problem(s) found", markup=False)
+        return 1
     out.print(f"{args.file}: {len(models)} models, valid")
     return 0
 

@@ -35,7 +35,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from pipeline.errors import HubError
+from pipeline.errors import GatedModelError, HubError, MissingRepoError, MissingRevisionError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,6 +54,17 @@ class RepoFile:
     size: int
     lfs_sha256: str | None = None  # hex, for LFS files
     git_blob_id: str | None = None  # hex sha1 of the git blob, for every file
+
+
+@dataclass(frozen=True)
+class RepoHead:
+    """The commit a branch of a model repository points at now."""
+
+    hf_id: str  # as the Hub spells it
+    branch: str | None  # None: the repository's default branch
+    revision: str
+    gated: bool = False
+    private: bool = False
 
 
 @dataclass(frozen=True)
@@ -160,6 +171,14 @@ class HubClient:
             card_data=_json_safe(card),
         )
 
+    def head(self, hf_id: str, branch: str | None = None) -> RepoHead:
+        """The commit ``branch`` points at now (None: the repository's default branch, whatever its name)."""
+        where = branch or "its default branch"
+        info = self._call(f"look up {hf_id}@{where}", hf_id, where, lambda: self.api.model_info(hf_id, revision=branch))
+        if not info.sha:
+            raise HubError(f"{hf_id}@{where}: the Hub answered without a commit sha")
+        return RepoHead(info.id or hf_id, branch, info.sha, gated=bool(info.gated), private=bool(info.private))
+
     def download(
         self,
         snapshot: RepoSnapshot,
@@ -214,19 +233,19 @@ class HubClient:
             try:
                 return function()
             except GatedRepoError as err:
-                raise HubError(
+                raise GatedModelError(
                     f"{hf_id} is gated: accept its conditions at {CANONICAL_URL}/{hf_id} while logged in, then "
                     "set HF_TOKEN to a token of that account (or run `hf auth login`)"
                 ) from err
             except RevisionNotFoundError as err:
-                raise HubError(
+                raise MissingRevisionError(
                     f"{hf_id} has no revision {revision}: pin a commit that exists "
                     f"(see {CANONICAL_URL}/{hf_id}/commits)"
                 ) from err
             except DisabledRepoError as err:
-                raise HubError(f"{hf_id} has been disabled on the Hub") from err
+                raise MissingRepoError(f"{hf_id} has been disabled on the Hub") from err
             except RepositoryNotFoundError as err:
-                raise HubError(
+                raise MissingRepoError(
                     f"{hf_id} was not found on {self.endpoint}: check the name; if it is private, set HF_TOKEN to a "
                     "token with access"
                 ) from err

@@ -9,6 +9,7 @@ The file is reviewed in pull requests, so validation reports *every* problem at 
         tagAs: latest                                  # optional, default "latest"
         exclude: ["*.onnx", "openvino/*"]              # optional globs (fnmatch) on repo paths
         include: []                                    # optional; when given, only matching files
+        branch: main                                   # optional: the branch `modelyard update` follows
 
 Each image gets two tags: ``tagAs`` and the revision. Several entries may publish variants of one
 revision (different ``include``/``exclude``, different ``tagAs``); the revision tag then belongs to
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +36,10 @@ from pipeline import names
 from pipeline.errors import InvalidNameError, ModelsFileError
 
 DEFAULT_TAG = "latest"
-_ENTRY_KEYS = {"name", "sha", "tagAs", "include", "exclude"}
+_ENTRY_KEYS = {"name", "sha", "tagAs", "include", "exclude", "branch"}
+# git check-ref-format, in short: no control characters, spaces, ~^:?*[\, "..", "@{" or "//"; no leading
+# "-", "/" or ".", no trailing "/", "." or ".lock", not "@".
+_BRANCH_PATTERN = re.compile(r"(?!-|/|\.|@$|.*(?:\.\.|@\{|//|/\.|\.lock$|[/.]$))[^\x00-\x20\x7f~^:?*\[\\]+")
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class ModelSpec:
     exclude: tuple[str, ...] = ()
     source: str = ""  # "file:line", for messages
     pin: bool = True  # publishes the revision tag: the first entry of its name and revision does
+    branch: str | None = None  # the branch `modelyard update` follows (None: the repo's default branch)
 
     @property
     def tags(self) -> list[str]:
@@ -171,10 +177,15 @@ class _Checker:
                 ok = False
         include = self.globs(fields, "include", label)
         exclude = self.globs(fields, "exclude", label)
+        branch = self.string(node, fields, "branch", label, required=False)
+        if branch is not None and not _BRANCH_PATTERN.fullmatch(branch):
+            self.problem(fields["branch"][1], f"{label}.branch", f"{branch!r} is not a git branch name")
+            ok = False
         if not ok or hf_id is None or revision is None or include is None or exclude is None:
             return None
         line = node.start_mark.line + 1
-        return ModelSpec(hf_id, revision, tag or DEFAULT_TAG, include, exclude, f"{self.filename}:{line}")
+        source = f"{self.filename}:{line}"
+        return ModelSpec(hf_id, revision, tag or DEFAULT_TAG, include, exclude, source, branch=branch)
 
     def string(
         self, entry: yaml.Node, fields: dict[str, tuple[yaml.Node, yaml.Node]], key: str, field: str, *, required: bool
