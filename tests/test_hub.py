@@ -136,7 +136,7 @@ def test_a_corrupted_file_is_never_published(hub: FixtureHub, store: Store, tmp_
     outcome, _ = build(hub, store, tmp_path, tiny(), ModelSpec("gpt2", TINY_REVISION))
     assert outcome.status == "failed"
     kind = "sha256" if path.endswith(".safetensors") else "git blob id"
-    assert outcome.detail.startswith(f"{path}: {kind} is ")
+    assert outcome.detail.startswith(f"Org/Tiny-Model: {path}: {kind} is ")
     assert ", the Hub says " in outcome.detail and outcome.detail.endswith("not published")
     assert store.tags("org/tiny-model") == [] and store.get_catalog("org/tiny-model") is None
     assert not any(key.startswith("uploads/") for key in stored(store))

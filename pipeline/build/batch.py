@@ -3,9 +3,14 @@
 For each model: if its ``tagAs`` tag holds this revision and file selection, built with this format
 version, and everything that publish writes is there (every blob, the catalog record), it is skipped
 without touching the network (and its revision tag is set if it had moved). Otherwise: list the
-pinned revision on the Hub, keep the files that ``include``/``exclude`` select, download them, check
-every file's digest, stream the layer into the store, publish the image with two tags (``tagAs`` and
-the revision), write the catalog record, and clean the download cache.
+pinned revision on the Hub, keep the files that ``include``/``exclude`` select, get them, check every
+file's digest, stream the layer into the store, publish the image with two tags (``tagAs`` and the
+revision), and write the catalog record.
+
+Files come one of two ways (``BatchOptions.download``): ``"cache"`` downloads them into the
+huggingface_hub cache, then builds, then cleans the cache (disk: the model once, plus the layer);
+``"stream"`` reads them from the Hub straight into the layer writer (:mod:`pipeline.hub.stream`: no
+disk, the download overlapped with the build), which is what a model larger than the disk needs.
 
 Example::
 
@@ -25,12 +30,13 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from huggingface_hub.file_download import repo_folder_name
-
 from pipeline.build.lock import model_lock
-from pipeline.build.publish import build_and_publish, source_date_epoch
+
+from pipeline.build.publish import BuiltImage, build_and_publish, source_date_epoch
 from pipeline.build.source import opener
 from pipeline.errors import HubError, IntegrityError, ModelyardError, NotFoundError
 from pipeline.hub.client import HubClient, RepoFile, RepoSnapshot
+from pipeline.hub.stream import HubStream, StreamOptions
 from pipeline.hub.verify import check_git_blob_ids, check_lfs_digests
 from pipeline.models.file import ModelSpec
 from pipeline.oci.estargz import LayerFile, LayerResult
@@ -49,7 +55,9 @@ from pipeline.store import Store
 
 log = logging.getLogger(__name__)
 MODEL_CARD = "README.md"
+MODEL_CARD_LIMIT = 16 * 1024 * 1024  # a streamed card is held in memory: larger ones are left out of the catalog
 Phase = Literal["download", "build"]
+Download = Literal["stream", "cache"]
 
 
 class Progress(Protocol):
@@ -69,6 +77,8 @@ class BatchOptions:
     keep_cache: bool = False  # keep downloads after building (faster rebuilds, more disk)
     platforms: Sequence[Platform] = DEFAULT_PLATFORMS
     threads: int | None = None
+    download: Download = "cache"  # "stream": from the Hub straight into the layer, cache_dir unused
+    stream: StreamOptions = field(default_factory=StreamOptions)
 
 
 @dataclass(frozen=True)
@@ -156,38 +166,26 @@ def build_model(
         raise ModelyardError(f"{model.source}: include/exclude leave none of the {len(snapshot.files)} files")
     timings["list"] = time.monotonic() - clock
 
+    if options.download == "stream":
+        built = _build_streamed(model, store, hub, options, snapshot, files, progress, timings)
+        return ModelOutcome(
+            model, "built", built.index.digest, time.monotonic() - started, built.content_bytes, timings
+        )
+
     cache_dir = options.cache_dir
     total = sum(f.size for f in files)
     try:
         clock = time.monotonic()
         on_download = progress.phase(model, "download", total) if progress else None
         paths = hub.download(snapshot, files, cache_dir, on_download)
-        check_git_blob_ids(files, paths)
+        check_git_blob_ids(files, paths, model=snapshot.hf_id)
         model_card = _model_card(hub, snapshot, paths, cache_dir)
         timings["download"] = time.monotonic() - clock
 
         clock = time.monotonic()
         on_build = progress.phase(model, "build", total) if progress else None
-        built = build_and_publish(
-            store,
-            [LayerFile(f.path, f.size, opener(paths[f.path])) for f in files],
-            name=name,
-            tags=model.tags,
-            metadata=ImageMetadata(
-                title=model.hf_id,
-                source=snapshot.source_url,
-                revision=model.revision,
-                licenses=snapshot.license,
-                created=source_date_epoch(),
-                include=model.include,
-                exclude=model.exclude,
-            ),
-            platforms=options.platforms,
-            threads=options.threads,
-            on_progress=on_build,
-            check_layer=_lfs_check(files),
-            catalog={**snapshot.metadata(), "model_card": model_card},
-        )
+        layer_files = [LayerFile(f.path, f.size, opener(paths[f.path])) for f in files]
+        built = _publish(store, model, options, snapshot, files, layer_files, on_build, model_card)
         timings["build"] = time.monotonic() - clock
     except IntegrityError:
         _forget_download(cache_dir, snapshot)  # never reuse a corrupt file from the cache
@@ -227,9 +225,63 @@ def published_image(store: Store, model: ModelSpec) -> Descriptor | None:
     return descriptor
 
 
-def _lfs_check(files: Sequence[RepoFile]) -> Callable[[LayerResult], None]:
+def _build_streamed(
+    model: ModelSpec,
+    store: Store,
+    hub: HubClient,
+    options: BatchOptions,
+    snapshot: RepoSnapshot,
+    files: Sequence[RepoFile],
+    progress: Progress | None,
+    timings: dict[str, float],
+) -> BuiltImage:
+    """Build from the Hub straight into the store: the download and the build are one pass."""
+    clock = time.monotonic()
+    total = sum(f.size for f in files)
+    on_download = progress.phase(model, "download", total) if progress else None
+    on_build = progress.phase(model, "build", total) if progress else None
+    with HubStream(hub, snapshot, files, options=options.stream, on_bytes=on_download) as stream:
+        model_card = _streamed_model_card(stream, snapshot)
+        built = _publish(store, model, options, snapshot, files, stream.layer_files(), on_build, model_card)
+    timings["stream"] = time.monotonic() - clock
+    return built
+
+
+def _publish(
+    store: Store,
+    model: ModelSpec,
+    options: BatchOptions,
+    snapshot: RepoSnapshot,
+    files: Sequence[RepoFile],
+    layer_files: Sequence[LayerFile],
+    on_build: Callable[[int], None] | None,
+    model_card: str,
+) -> BuiltImage:
+    return build_and_publish(
+        store,
+        layer_files,
+        name=model.repository,
+        tags=model.tags,
+        metadata=ImageMetadata(
+            title=model.hf_id,
+            source=snapshot.source_url,
+            revision=model.revision,
+            licenses=snapshot.license,
+            created=source_date_epoch(),
+            include=model.include,
+            exclude=model.exclude,
+        ),
+        platforms=options.platforms,
+        threads=options.threads,
+        on_progress=on_build,
+        check_layer=_lfs_check(files, snapshot.hf_id),
+        catalog={**snapshot.metadata(), "model_card": model_card},
+    )
+
+
+def _lfs_check(files: Sequence[RepoFile], hf_id: str) -> Callable[[LayerResult], None]:
     def check(layer: LayerResult) -> None:
-        check_lfs_digests(files, layer.files)
+        check_lfs_digests(files, layer.files, model=hf_id)
 
     return check
 
@@ -242,11 +294,23 @@ def _model_card(hub: HubClient, snapshot: RepoSnapshot, paths: dict[str, Path], 
             return ""
         try:
             paths = hub.download(snapshot, card, cache_dir)
-            check_git_blob_ids(card, paths)
+            check_git_blob_ids(card, paths, model=snapshot.hf_id)
         except (HubError, IntegrityError) as err:
             log.warning("no model card for %s: %s", snapshot.hf_id, err)
             return ""
     return paths[MODEL_CARD].read_text(encoding="utf-8", errors="replace")
+
+
+def _streamed_model_card(stream: HubStream, snapshot: RepoSnapshot) -> str:
+    """The model card text for the catalog, read from the Hub into memory (also when not in the image)."""
+    card = next((f for f in snapshot.files if f.path == MODEL_CARD), None)
+    if card is None or card.size > MODEL_CARD_LIMIT:
+        return ""
+    try:
+        return stream.read(card).decode("utf-8", errors="replace")
+    except (HubError, IntegrityError) as err:
+        log.warning("no model card for %s: %s", snapshot.hf_id, err)
+        return ""
 
 
 def _forget_download(cache_dir: Path, snapshot: RepoSnapshot) -> None:

@@ -6,18 +6,11 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from rich.progress import Progress, ProgressColumn, Task, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
-from pipeline.build.batch import BatchOptions, ModelOutcome, Phase, build_models
+from pipeline.build.batch import BatchOptions, Download, ModelOutcome, Phase, build_models
 from pipeline.build.publish import BuiltImage, build_and_publish, source_date_epoch
 from pipeline.build.source import files_from_dir
 from pipeline.cli.console import (
@@ -33,11 +26,12 @@ from pipeline.cli.site import refresh_site
 from pipeline.errors import InvalidNameError, ModelsFileError, ModelyardError
 from pipeline.github import problem_annotation
 from pipeline.hub.client import HubClient
+from pipeline.hub.stream import MiB, StreamOptions
 from pipeline.models.file import ModelSpec, load_models
 from pipeline.names import repository_name
 from pipeline.oci.format import FORMAT_DESCRIPTION
 from pipeline.oci.image import DEFAULT_PLATFORMS, ImageMetadata, Platform
-from pipeline.store import Store, open_store
+from pipeline.store import LocalBackend, Store, open_store
 from pipeline.store.gc import sweep_uploads
 
 DEFAULT_CACHE_DIR = "~/.cache/modelyard/hub"
@@ -71,10 +65,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "Hub, verify every file against the Hub's digests, stream the layer into the store, and publish the\n"
         "image with two tags: its tagAs and the 40-hex revision. Models already published at that revision\n"
         "and format are skipped without downloading. One failing model does not stop the others.\n\n"
+        "How files come from the Hub (--download):\n"
+        "  stream  straight into the layer, verified as they pass: no disk at all, the download overlapped\n"
+        "          with the build, memory bounded (--connections x 16 MiB). A model larger than the disk\n"
+        "          (a 14 GB CI runner, say) must use it. The default when the store is a bucket.\n"
+        "  cache   into --cache-dir first, then build: disk for the model once, plus the layer in a local\n"
+        "          store; --keep-cache makes rebuilds need no network. The default for a local store.\n\n"
         "From a local directory (--from-dir): one image, tagged as --tag says.",
         epilog="Examples:\n"
         "  modelyard build                                   # every model in models/models.yaml\n"
         "  modelyard build --only sentence-transformers/all-MiniLM-L6-v2 --store s3://models/prod\n"
+        "  modelyard build --download stream --store ./store    # no download cache, whatever the model's size\n"
         "  modelyard build --from-dir ./my-model --name my-org/my-model --tag v1\n\n"
         "Environment:\n"
         "  HF_ENDPOINT        the Hub to download from: a mirror or enterprise proxy (default https://huggingface.co)\n"
@@ -86,6 +87,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     build.add_argument("--only", nargs="+", metavar="NAME", help="build only these models (HF id or repository name)")
     build.add_argument("--force", action="store_true", help="rebuild even when the store is up to date")
+    build.add_argument(
+        "--download",
+        choices=("auto", "stream", "cache"),
+        default="auto",
+        help="stream from the Hub into the layer, or download into --cache-dir first "
+        "(default auto: stream into a bucket, cache for a local store)",
+    )
+    build.add_argument(
+        "--connections",
+        type=int,
+        default=StreamOptions.connections,
+        metavar="N",
+        help=f"with --download stream: ranged GETs in flight, {StreamOptions.segment_size // MiB} MiB each "
+        f"(default: {StreamOptions.connections})",
+    )
     build.add_argument("--keep-cache", action="store_true", help="keep downloaded files after building")
     build.add_argument(
         "--cache-dir", default=DEFAULT_CACHE_DIR, metavar="DIR", help=f"download cache (default: {DEFAULT_CACHE_DIR})"
@@ -137,6 +153,11 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise ModelyardError("--name, --revision and --source go with --from-dir")
     models = select_models(load_models(args.models), args.only or [])
     store = open_store(args.store)
+    download = download_mode(args.download, store)
+    if download == "stream" and args.keep_cache:
+        raise ModelyardError("--keep-cache needs a cache: add --download cache (streaming uses no disk)")
+    if args.connections < 1:
+        raise ModelyardError(f"--connections must be at least 1, got {args.connections}")
     sweep_stale_uploads(store)
     options = BatchOptions(
         cache_dir=Path(args.cache_dir).expanduser(),
@@ -144,14 +165,26 @@ def cmd_build(args: argparse.Namespace) -> int:
         keep_cache=args.keep_cache,
         platforms=args.platform or DEFAULT_PLATFORMS,
         threads=args.threads,
+        download=download,
+        stream=StreamOptions(connections=args.connections),
     )
     hub = HubClient(retries=args.retries)
-    err.print(f"building {len(models)} model(s) from {args.models} into {store.backend.url()} via {hub.endpoint}")
+    how = "streaming" if download == "stream" else f"downloading into {options.cache_dir}"
+    err.print(
+        f"building {len(models)} model(s) from {args.models} into {store.backend.url()}, {how} from {hub.endpoint}"
+    )
     with BatchProgress() as progress:
         outcomes = build_models(models, store, hub, options, progress)
     print_outcomes(outcomes)
     refresh_site(store, args.models)  # the site never lags the registry
     return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def download_mode(requested: str, store: Store) -> Download:
+    """``--download auto``: stream into a bucket (no disk needed), download into the cache for a local store."""
+    if requested == "auto":
+        return "cache" if isinstance(store.backend, LocalBackend) else "stream"
+    return "stream" if requested == "stream" else "cache"
 
 
 def sweep_stale_uploads(store: Store) -> None:
@@ -175,19 +208,24 @@ def select_models(models: list[ModelSpec], only: list[str]) -> list[ModelSpec]:
 
 
 class BatchProgress:
-    """Progress bars per model and phase (download, build), and a line per finished model."""
+    """One bar per model that shows both its download and its build, and a line per finished model.
+
+    The bar's dim part is what has been downloaded, its bright part what has been built: when
+    streaming they advance together; from the cache, the download fills it first, then the build.
+    """
 
     def __init__(self) -> None:
         self.bars = Progress(
             TextColumn("{task.description:<50}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
+            DownloadAndBuildBar(),
+            TextColumn("{task.fields[counts]}"),
+            TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=err,
             transient=True,
         )
-        self._tasks: list[TaskID] = []
+        self._tasks: dict[str, TaskID] = {}
+        self._done: dict[str, dict[Phase, int]] = {}
 
     def __enter__(self) -> BatchProgress:
         self.bars.start()
@@ -197,22 +235,46 @@ class BatchProgress:
         self.bars.stop()
 
     def phase(self, model: ModelSpec, phase: Phase, total: int) -> Callable[[int], None]:
-        task = self.bars.add_task(f"{phase:<8} {model.repository}", total=total)
-        self._tasks.append(task)
+        name = model.repository
+        if name not in self._tasks:
+            self._done[name] = {"download": 0, "build": 0}
+            # completed = downloaded + built, over twice the size: the time left counts both passes
+            self._tasks[name] = self.bars.add_task(name, total=2 * total, size=total, counts="")
+        task, done = self._tasks[name], self._done[name]
 
         def advance(count: int) -> None:
-            self.bars.advance(task, count)
+            done[phase] += count
+            counts = (
+                f"{done['download'] / 1e9:.2f} GB downloaded, {done['build'] / 1e9:.2f} of {total / 1e9:.2f} GB built"
+            )
+            self.bars.update(task, advance=count, counts=counts, download=done["download"], build=done["build"])
 
         return advance
 
     def done(self, outcome: ModelOutcome) -> None:
-        for task in self._tasks:
+        task = self._tasks.pop(outcome.model.repository, None)
+        if task is not None:
             self.bars.remove_task(task)
-        self._tasks.clear()
         mark = {"built": "built  ", "skipped": "skipped", "failed": "FAILED "}[outcome.status]
         timings = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in outcome.timings.items())
         suffix = f" ({timings})" if timings else ""
         err.print(f"{mark} {outcome.model.repository}: {outcome.detail}{suffix}", markup=False)
+
+
+class DownloadAndBuildBar(ProgressColumn):
+    """A bar in two shades: downloaded bytes (dim) and built bytes (bright) of the task's ``size``."""
+
+    WIDTH = 40
+
+    def render(self, task: Task) -> Text:
+        size = max(int(task.fields.get("size", 0)), 1)
+        built = min(self.WIDTH, self.WIDTH * int(task.fields.get("build", 0)) // size)
+        downloaded = max(built, min(self.WIDTH, self.WIDTH * int(task.fields.get("download", 0)) // size))
+        bar = Text()
+        bar.append("━" * built, style="bar.complete")
+        bar.append("━" * (downloaded - built), style="cyan")
+        bar.append("━" * (self.WIDTH - downloaded), style="bar.back")
+        return bar
 
 
 def print_outcomes(outcomes: list[ModelOutcome]) -> None:

@@ -9,7 +9,7 @@ Example::
     hub = HubClient()
     snapshot = hub.snapshot("sentence-transformers/all-MiniLM-L6-v2", "7dbbc90392e2f80f3d3c277d6e90027e55de9125")
     paths = hub.download(snapshot, snapshot.files, cache_dir=Path("cache"))
-    check_git_blob_ids(snapshot.files, paths)
+    check_git_blob_ids(snapshot.files, paths, model=snapshot.hf_id)
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from huggingface_hub.utils import hf_raise_for_status
 
 from pipeline.errors import GatedModelError, HubError, MissingRepoError, MissingRevisionError
 
@@ -225,6 +226,10 @@ class HubClient:
             if err.errno == errno.ENOSPC:
                 raise HubError(f"disk full while downloading {snapshot.hf_id} into {cache_dir}") from err
             raise
+
+    def raise_for_status(self, response: httpx2.Response, what: str, hf_id: str, revision: str) -> None:
+        """Raise the :class:`HubError` that an error response means (gated, not found, ...), as for any Hub call."""
+        self._call(what, hf_id, revision, lambda: hf_raise_for_status(response))
 
     def _call(self, what: str, hf_id: str, revision: str, function: Callable[[], T]) -> T:
         """Run a Hub operation, retrying transient failures, translating the others."""
