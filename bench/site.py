@@ -177,7 +177,7 @@ def synthetic_record(rng: random.Random, name: str) -> dict[str, Any]:
         "downloads": rng.randint(0, 10**7),
         "likes": rng.randint(0, 10**4),
         "card_data": {"license": "mit"},
-        "built_at": "2026-11-30T12:00:00Z",
+        "published_at": "2026-11-30T12:00:00Z",
         "model_card": synthetic_card(rng, name),
     }
 

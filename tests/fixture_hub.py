@@ -633,7 +633,7 @@ def _safetensors_info(repo: FixtureRepo) -> dict[str, Any]:
     for entry in repo.entries.values():
         if not entry.path.endswith(".safetensors") or entry.size < 8:
             continue
-        head = next(_pieces(entry.content, 0, min(entry.size, PIECE)))  # a header larger than this: none
+        head = bytes(next(_pieces(entry.content, 0, min(entry.size, PIECE))))  # a larger header: none
         length = int.from_bytes(head[:8], "little")
         try:
             header = json.loads(head[8 : 8 + length])

@@ -66,7 +66,7 @@ def record(**fields: Any) -> dict[str, Any]:
         "downloads": 12345,
         "likes": 67,
         "card_data": {"license": "mit", "datasets": ["wiki"]},
-        "built_at": "2026-01-02T03:04:05Z",
+        "published_at": "2026-01-02T03:04:05Z",
         "model_card": "---\nlicense: mit\n---\n# Model\n\nA model that fills in masked words in English text.\n",
     }
     return base | fields
@@ -122,7 +122,7 @@ def test_hostile_text_is_escaped_in_every_field_of_every_page() -> None:
         ],
         card_data={"datasets": [EVIL], "tags": [EVIL]},
         model_card=f"# {EVIL}\n\nA first paragraph that mentions {EVIL} twice: {EVIL}.\n",
-        built_at=EVIL,
+        published_at=EVIL,
     )
     failures = {"org/failed": {"revision": "b" * 40, "error": EVIL, "failed_at": 1_700_000_000, "hf_id": EVIL}}
     files = render({"org/model": hostile}, [ModelSpec("org/failed", "b" * 40)], failures, host="models.example.com")
@@ -237,7 +237,7 @@ def test_the_card_renders_on_the_page_without_its_front_matter() -> None:
 def test_every_optional_field_may_be_missing() -> None:
     bare = {"name": "org/bare"}  # what an old or partial record might hold
     old = {k: v for k, v in record().items() if k not in {"languages", "base_models", "parameters", "tensor_types",
-                                                           "downloads", "likes", "card_data", "built_at", "manifests"}}  # fmt: skip
+                                                           "downloads", "likes", "card_data", "published_at", "manifests"}}  # fmt: skip
     wrong_types = record(
         parameters="many", files="none", tags=7, manifests=[1], tensor_types=[], downloads=-1, gated="yes"
     )

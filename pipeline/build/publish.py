@@ -93,9 +93,9 @@ def catalog_record(
 ) -> dict[str, Any]:
     """The catalog record of DESIGN §3: what the site shows about one image.
 
-    ``extra`` holds what the Hub said (:meth:`RepoSnapshot.metadata`) and the model card text.
-    ``built_at`` is the wall-clock time of publishing: the record is no blob, so it does not touch
-    reproducibility (the image's own timestamps come from ``SOURCE_DATE_EPOCH``).
+    ``extra`` holds what the Hub said (:meth:`RepoSnapshot.metadata`) and the model card text. The
+    record holds no clock time: the same input gives the same record (the site reads when it was
+    published from the store).
     """
     return {
         **extra,
@@ -114,7 +114,6 @@ def catalog_record(
             {"platform": str(m.descriptor.platform), "digest": m.descriptor.digest, "size": m.descriptor.size}
             for m in built.image.manifests
         ],
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "format_version": FORMAT_VERSION,
         "format": FORMAT_DESCRIPTION,
         "total_size": built.content_bytes,

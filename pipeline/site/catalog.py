@@ -76,7 +76,7 @@ class ModelEntry:
     toc_digest: str = ""
     diff_id: str = ""
     format_version: str = ""
-    built_at: str = ""  # ISO 8601 UTC
+    built_at: str = ""  # ISO 8601 UTC: when the catalog record was written (``published_at``, from the store)
     card: str = ""  # the card's Markdown, front matter removed
     front_matter: dict[str, Any] = field(default_factory=dict)
     failure: Failure | None = None
@@ -165,7 +165,7 @@ def entry_from_record(name: str, record: Mapping[str, Any], failure: Failure | N
         toc_digest=_text(record, "toc_digest"),
         diff_id=_text(record, "diff_id"),
         format_version=_text(record, "format_version"),
-        built_at=_text(record, "built_at"),
+        built_at=_text(record, "published_at"),
         card=card,
         front_matter=card_data if isinstance(card_data, dict) else front,
         failure=failure,

@@ -29,7 +29,7 @@ from pipeline.models.file import ModelSpec
 from pipeline.site.catalog import ModelEntry, catalog_entries
 from pipeline.site.render import SiteOptions, Templates, render_site
 from pipeline.store import Store
-from pipeline.store.store import FAILURES_PREFIX, SITE_PREFIX
+from pipeline.store.store import CATALOG_PREFIX, FAILURES_PREFIX, SITE_PREFIX
 
 log = logging.getLogger(__name__)
 LAST = ("index.html",)  # written after everything it links to
@@ -56,10 +56,11 @@ class SiteReport:
 def load_entries(store: Store, specs: Sequence[ModelSpec] = ()) -> list[ModelEntry]:
     """What the site lists: every catalog record, and every model of ``specs`` (built or not), with failures."""
     records = {}
-    for name in store.catalog_names():
-        record = store.get_catalog(name)
+    for info in store.backend.list(CATALOG_PREFIX):  # one listing gives the names and when each was published
+        name = info.key[len(CATALOG_PREFIX) : -len(".json")]
+        record = store.get_catalog(name) if info.key.endswith(".json") else None
         if record is not None:
-            records[name] = record
+            records[name] = {**record, "published_at": _iso(info.modified)}
     listed = set(records) | {spec.repository for spec in specs}
     failed = {
         key[len(FAILURES_PREFIX) : -len(".json")] for key in _keys(store, FAILURES_PREFIX) if key.endswith(".json")
@@ -218,6 +219,10 @@ class DirectoryTarget:
 
     def where(self) -> str:
         return str(self.root)
+
+
+def _iso(unix_time: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix_time))
 
 
 def _keys(store: Store, prefix: str) -> Iterator[str]:

@@ -194,7 +194,7 @@ def summary_json(entry: ModelEntry) -> dict[str, Any]:
         "revision": entry.revision,
         "tags": list(entry.tags),
         "index_digest": entry.index_digest,
-        "built_at": entry.built_at,
+        "published_at": entry.built_at,
         "downloads": entry.downloads,
         "likes": entry.likes,
     }
