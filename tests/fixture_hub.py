@@ -3,7 +3,7 @@
     GET  /api/models/{id}                          model_info at the default branch
     GET  /api/models/{id}/revision/{rev}           model_info (with ?blobs=true: size, blobId, lfs.sha256); rev may be a branch
     GET  /api/models/{id}/refs                     list_repo_refs: the branches and their commits
-    GET  /api/models/{id}/tree/{rev}[/{dir}]       the tree listing (?recursive=true)
+    GET  /api/models/{id}/tree/{rev}[/{dir}]       the tree listing (?recursive=true), in pages with a Link header
     HEAD /{id}/resolve/{rev}/{path}                X-Repo-Commit, ETag, X-Linked-Etag, X-Linked-Size
     GET  /{id}/resolve/{rev}/{path}                the bytes, with Range
 
@@ -15,9 +15,14 @@ server on another port with a signed URL, which refuses any request that carries
 header (as S3 does with a presigned URL), and records every request in ``hub.cdn_requests``.
 ``rate`` throttles every response to that many bytes per second (a realistic 100 MB/s per connection).
 
+Like the Hub, the tree listing comes in pages (1,000 entries by default), each with a ``Link: <...cursor=...>;
+rel="next"`` header to the next, and model_info may list only the first ``siblings_limit`` files of a
+large repository (the Hub's list can be truncated; huggingface_hub trusts it only up to 1,000 files).
+
 Faults on demand (:class:`Faults`, on both servers): a corrupted byte, 500s before success, a connection
 reset mid-body, a body shorter than its Content-Length, Range requests answered 200 with the whole
-file, a file whose size differs from the listing, gated and private repositories. Every request to the
+file, a file whose size differs from the listing, requests that stall, files missing from the tree
+listing, gated and private repositories. Every request to the
 Hub is recorded in ``hub.requests``, every file response in ``hub.served``.
 
 File contents are bytes, a Path (streamed from disk), or a :class:`GeneratedFile`: deterministic bytes
@@ -36,6 +41,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import base64
 import fnmatch
 import functools
 import hashlib
@@ -201,6 +207,9 @@ class Faults:
     short: dict[str, int] = field(default_factory=dict)  # path -> GETs whose body stops halfway, cleanly closed
     ignore_ranges: set[str] = field(default_factory=set)  # paths whose Range requests get 200 and the whole file
     resized: dict[str, int] = field(default_factory=dict)  # path -> bytes served beyond (or short of) the listing
+    stalls: dict[str, int] = field(default_factory=dict)  # path, "api" or "tree" -> requests that hang first
+    stall_seconds: float = 600.0  # how long a stalled request hangs (the hub's exit ends it sooner)
+    hidden_from_tree: set[str] = field(default_factory=set)  # paths the tree listing leaves out
     tokens: set[str] = field(default_factory=set)  # tokens with access to gated and private repos
 
     def take(self, counters: dict[str, int], key: str) -> bool:
@@ -243,10 +252,15 @@ class FixtureHub:
         *,
         rate: float | None = None,
         cdn: bool = False,
+        tree_page_size: int = 1000,
+        siblings_limit: int | None = None,
     ) -> None:
         self.repos = {repo.hf_id.lower(): repo for repo in repos}
         self.faults = Faults()
         self.rate = rate  # bytes per second per response; None: as fast as it goes
+        self.tree_page_size = tree_page_size
+        self.siblings_limit = siblings_limit  # model_info lists at most this many files
+        self.closing = threading.Event()  # ends stalls
         self.requests: list[tuple[str, str]] = []
         self.cdn_requests: list[CdnRequest] = []
         self.served: list[Served] = []
@@ -273,6 +287,7 @@ class FixtureHub:
         return self
 
     def __exit__(self, *args: object) -> None:
+        self.closing.set()
         for server in (self.server, self.cdn):
             if server is not None:
                 server.shutdown()
@@ -391,13 +406,22 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(ahead)
         return len(piece)
 
-    def json(self, value: Any) -> None:
+    def json(self, value: Any, headers: Mapping[str, str] | None = None) -> None:
         body = json.dumps(value).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        for name, header in (headers or {}).items():
+            self.send_header(name, header)
         self.end_headers()
         self.wfile.write(body)
+
+    def stall(self, key: str) -> None:
+        """Hang (answering nothing) if a stall of ``key`` is due."""
+        with self.hub.lock:
+            stalling = self.hub.faults.take(self.hub.faults.stalls, key)
+        if stalling:
+            self.hub.closing.wait(self.hub.faults.stall_seconds)
 
     def error(self, status: int, code: str, message: str, commit: str | None = None) -> None:
         body = json.dumps({"error": message}).encode()
@@ -421,6 +445,8 @@ def _hub_handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
             path = urllib.parse.unquote(url.path)
             with hub.lock:
                 hub.requests.append((method, path))
+            if not path.startswith("/api/"):
+                self.stall(path.rsplit("/resolve/", 1)[-1].split("/", 1)[-1])
             # A branch name may hold a '/', which huggingface_hub sends quoted: match before unquoting.
             if match := re.fullmatch(r"/api/models/(.+)/revision/([^/]+)", url.path):
                 self.model_info(urllib.parse.unquote(match[1]), urllib.parse.unquote(match[2]))
@@ -429,7 +455,9 @@ def _hub_handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
             elif match := re.fullmatch(r"/api/models/([^/]+(?:/[^/]+)?)", path):
                 self.model_info(match[1], "main")
             elif match := re.fullmatch(r"/api/models/(.+?)/tree/([^/]+)(?:/(.*))?", path):
-                self.tree(match[1], match[2], match[3] or "", "recursive=true" in url.query.lower())
+                query = urllib.parse.parse_qs(url.query)
+                recursive = query.get("recursive", [""])[0].lower() in ("true", "1")
+                self.tree(match[1], match[2], match[3] or "", recursive, query.get("cursor", [""])[0])
             elif match := re.fullmatch(r"/(.+)/resolve/([^/]+)/(.+)", path):
                 self.resolve(method, match[1], match[2], match[3])
             else:
@@ -441,13 +469,14 @@ def _hub_handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
             repo = self.repo(hf_id, revision, any_commit=True)
             if repo is None:
                 return
+            self.stall("api")
             with hub.lock:
                 failing = hub.faults.take(hub.faults.errors, "api")
             if failing:
                 self.error(500, "", "Internal Error (injected)")
                 return
             siblings = []
-            for entry in sorted(repo.entries.values(), key=lambda e: e.path):
+            for entry in sorted(repo.entries.values(), key=lambda e: e.path)[: hub.siblings_limit]:
                 sibling: dict[str, Any] = {"rfilename": entry.path, "size": entry.size, "blobId": entry.blob_id}
                 if entry.sha256:
                     sibling["lfs"] = {"sha256": entry.sha256, "size": entry.size, "pointerSize": 134}
@@ -485,14 +514,15 @@ def _hub_handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
             branches = [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": c} for n, c in sorted(heads.items())]
             self.json({"branches": branches, "converts": [], "tags": []})
 
-        def tree(self, hf_id: str, revision: str, directory: str, recursive: bool) -> None:
+        def tree(self, hf_id: str, revision: str, directory: str, recursive: bool, cursor: str) -> None:
             repo = self.repo(hf_id, revision)
             if repo is None:
                 return
+            self.stall("tree")
             prefix = directory.rstrip("/") + "/" if directory else ""
             items: dict[str, dict[str, Any]] = {}
             for entry in repo.entries.values():
-                if not entry.path.startswith(prefix):
+                if not entry.path.startswith(prefix) or entry.path in hub.faults.hidden_from_tree:
                     continue
                 rest = entry.path[len(prefix) :]
                 parts = rest.split("/")
@@ -510,7 +540,21 @@ def _hub_handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
                     if entry.sha256:
                         item["lfs"] = {"oid": entry.sha256, "size": entry.size, "pointerSize": 134}
                     items[entry.path] = item
-            self.json([items[key] for key in sorted(items)])
+            # Pages of tree_page_size, the cursor an opaque token naming where the next page starts.
+            start = int(base64.urlsafe_b64decode(cursor).decode()) if cursor else 0
+            end = start + hub.tree_page_size
+            page = [items[key] for key in sorted(items)][start:end]
+            link = None
+            if end < len(items):
+                query = urllib.parse.urlencode(
+                    {
+                        "recursive": str(recursive).lower(),
+                        "expand": "false",
+                        "cursor": base64.urlsafe_b64encode(b"%d" % end),
+                    }
+                )
+                link = f'<{hub.url}{urllib.parse.urlsplit(self.path).path}?{query}>; rel="next"'
+            self.json(page, {"Link": link} if link else {})
 
         def resolve(self, method: str, hf_id: str, revision: str, path: str) -> None:
             repo = self.repo(hf_id, revision, for_download=True)

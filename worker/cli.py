@@ -18,6 +18,7 @@ from pipeline.store.s3 import S3Backend
 from worker.accesslog import AccessLog
 from worker.app import create_app
 from worker.config import RegistryConfig
+from worker.protocol import ConnectionLimits
 from worker.server import bind, configure_logging, serve
 
 EXAMPLES = """\
@@ -73,6 +74,29 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "here). A presigned URL names the access key id (never the secret): presign with a read-only key",
     )
     command.add_argument("--no-access-log", action="store_true", help="do not log a JSON line per request")
+    limits = ConnectionLimits()
+    command.add_argument(
+        "--max-connections",
+        type=int,
+        default=limits.max_connections,
+        metavar="N",
+        help="open connections at most; past N the one waiting longest for a request is closed, or, when all "
+        "are busy, the newcomer gets 503 with Retry-After (default: %(default)s)",
+    )
+    command.add_argument(
+        "--head-timeout",
+        type=float,
+        default=limits.head_timeout,
+        metavar="S",
+        help="a request head must arrive whole within S seconds (default: %(default)s)",
+    )
+    command.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=limits.idle_timeout,
+        metavar="S",
+        help="close a keep-alive connection after S seconds without a request (default: %(default)s)",
+    )
     command.set_defaults(run=cmd_serve)
 
 
@@ -94,7 +118,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"try: skopeo inspect --tls-verify=false docker://{host}/<name>:latest", file=sys.stderr, flush=True)
 
     try:
-        serve(create_app(store, config, access_log=access_log), sock, on_ready=announce)
+        limits = ConnectionLimits(
+            head_timeout=args.head_timeout, idle_timeout=args.idle_timeout, max_connections=args.max_connections
+        )
+        serve(create_app(store, config, access_log=access_log), sock, on_ready=announce, limits=limits)
     finally:
         if access_log is not None:
             access_log.flush()

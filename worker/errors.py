@@ -84,14 +84,10 @@ class RegistryError(Exception):
         return cls(400, "PAGINATION_NUMBER_INVALID", f"invalid pagination: {why}")
 
     @classmethod
-    def unsupported(cls, method: str) -> RegistryError:
-        return cls(
-            405,
-            "UNSUPPORTED",
-            "this registry is read-only: only GET and HEAD are supported",
-            {"method": _clip(method)},
-            {"Allow": "GET, HEAD"},
-        )
+    def unsupported(
+        cls, method: str, message: str = "this registry is read-only: only GET and HEAD are supported"
+    ) -> RegistryError:
+        return cls(405, "UNSUPPORTED", message, {"method": _clip(method)}, {"Allow": "GET, HEAD"})
 
     @classmethod
     def not_found(cls, why: str = "no such endpoint or file") -> RegistryError:

@@ -2,7 +2,8 @@
 
 Every request passes here, so this is where the promises that hold for all of them are kept:
 
-- a method other than GET or HEAD gets 405 UNSUPPORTED, and a path hiding '/' as %2F gets 400;
+- a method other than GET or HEAD, or a request with a body (an upload by another name), gets 405
+  UNSUPPORTED, and a path hiding '/' as %2F gets 400;
 - a :class:`RegistryError` becomes the spec's JSON error; a store that fails (``StoreError``,
   ``OSError``) becomes 503 with ``Retry-After``; a bug becomes a JSON 500 and a logged traceback;
 - every request is counted, and logged as one JSON line when an :class:`AccessLog` is given.
@@ -77,9 +78,18 @@ class Guard:
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] not in READ_METHODS:
             raise RegistryError.unsupported(scope["method"])
+        if _has_body(scope):
+            raise RegistryError.unsupported(scope["method"], "this registry is read-only: requests carry no body")
         if has_encoded_slash(scope.get("raw_path") or b""):
             raise RegistryError.bad_path("encoded '/' or '\\' in the path")
         await self.app(scope, receive, send)
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"0", b"")):
+            return True
+    return False
 
 
 def _error_answer(error: Exception) -> RegistryError:

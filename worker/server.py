@@ -2,7 +2,9 @@
 
 The socket is bound before the server starts, so ``port=0`` picks a free port and ``on_ready``
 gets the real one (tests and scripts read it from the line the CLI prints). Messages go
-to stderr; the access log is the app's (worker.accesslog), on stdout.
+to stderr; the access log is the app's (worker.accesslog), on stdout. Connections are held to
+:class:`~worker.protocol.ConnectionLimits`; the cap is lowered to what the process's file
+descriptors allow (raised to their hard limit first), so it, not EMFILE, is what refuses.
 
 Example::
 
@@ -12,7 +14,9 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import resource
 import socket
 import sys
 from collections.abc import Callable
@@ -20,9 +24,11 @@ from collections.abc import Callable
 import uvicorn
 from starlette.types import ASGIApp
 
-from worker.protocol import BoundedHttpToolsProtocol
+from worker.protocol import ConnectionLimits, bounded_protocol
 
 BACKLOG = 2048  # a burst of 64+ connections must not be refused while the loop is busy
+RESERVED_DESCRIPTORS = 256  # beside connections: store files, S3 connections, logs
+log = logging.getLogger("modelyard.worker")
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -44,22 +50,30 @@ def configure_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def serve(app: ASGIApp, sock: socket.socket, on_ready: Callable[[str], None] | None = None) -> None:
+def serve(
+    app: ASGIApp,
+    sock: socket.socket,
+    on_ready: Callable[[str], None] | None = None,
+    limits: ConnectionLimits | None = None,
+) -> None:
     """Serve ``app`` on the bound ``sock`` until SIGINT or SIGTERM; ``on_ready`` gets the base URL.
 
     Returns after a graceful shutdown on SIGINT (Ctrl-C); SIGTERM ends the process once shut down.
     """
     host, port = sock.getsockname()[:2]
+    limits = limits or ConnectionLimits()
+    limits = dataclasses.replace(limits, max_connections=affordable_connections(limits.max_connections))
     config = uvicorn.Config(
         app,
         loop="auto",  # uvloop when installed
-        http=BoundedHttpToolsProtocol,  # httptools, with a bound on request heads
+        http=bounded_protocol(limits),  # httptools, with bounds on heads, time and connections
+        ws="none",
         log_config=None,
         access_log=False,  # ours is worker.accesslog's JSON line
         server_header=False,
         proxy_headers=False,
         lifespan="off",
-        timeout_keep_alive=30,
+        timeout_keep_alive=limits.idle_timeout,  # type: ignore[arg-type]  # a float works: it goes to call_later
     )
     server = uvicorn.Server(config)
     if on_ready is not None:
@@ -68,3 +82,18 @@ def serve(app: ASGIApp, sock: socket.socket, on_ready: Callable[[str], None] | N
     # uvicorn re-raises Ctrl-C after its graceful shutdown: that is the normal way out.
     with contextlib.suppress(KeyboardInterrupt):
         server.run(sockets=[sock])
+
+
+def affordable_connections(wanted: int) -> int:
+    """``wanted``, or fewer if the file descriptors this process may open (raised to the hard limit) are short."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    affordable = max(1, soft - RESERVED_DESCRIPTORS)
+    if affordable < wanted:
+        log.warning("at most %d connections: the process may open %d files (ulimit -n)", affordable, soft)
+    return min(wanted, affordable)

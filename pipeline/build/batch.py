@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from huggingface_hub.file_download import repo_folder_name
-from pipeline.build.lock import model_lock
 
+from pipeline.build.lock import model_lock
 from pipeline.build.publish import BuiltImage, build_and_publish, source_date_epoch
 from pipeline.build.source import opener
 from pipeline.errors import HubError, IntegrityError, ModelyardError, NotFoundError

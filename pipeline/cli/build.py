@@ -25,7 +25,7 @@ from pipeline.cli.console import (
 from pipeline.cli.site import refresh_site
 from pipeline.errors import InvalidNameError, ModelsFileError, ModelyardError
 from pipeline.github import problem_annotation
-from pipeline.hub.client import HubClient
+from pipeline.hub.client import DEFAULT_TIMEOUT, HubClient
 from pipeline.hub.stream import MiB, StreamOptions
 from pipeline.models.file import ModelSpec, load_models
 from pipeline.names import repository_name
@@ -109,6 +109,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     build.add_argument(
         "--retries", type=int, default=4, help="retries of a failed Hub request, with backoff (default: 4)"
     )
+    build.add_argument(
+        "--hub-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help="a Hub request that gets no byte for S seconds has failed, and is retried (default: %(default)s)",
+    )
     build.add_argument("--from-dir", metavar="DIR", help="build one image from a local directory instead")
     build.add_argument("--name", help="with --from-dir: repository name, e.g. org/model (lower-cased)")
     build.add_argument("--tag", action="append", help="with --from-dir: tag to publish (repeatable; default: latest)")
@@ -168,7 +175,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         download=download,
         stream=StreamOptions(connections=args.connections),
     )
-    hub = HubClient(retries=args.retries)
+    hub = HubClient(retries=args.retries, timeout=args.hub_timeout)
     how = "streaming" if download == "stream" else f"downloading into {options.cache_dir}"
     err.print(
         f"building {len(models)} model(s) from {args.models} into {store.backend.url()}, {how} from {hub.endpoint}"

@@ -4,6 +4,10 @@ Everything goes through ``huggingface_hub``, which honours ``HF_ENDPOINT`` (a mi
 proxy, the test fixture hub) and ``HF_TOKEN`` (gated and private models). What the Hub lists is
 checked by :mod:`pipeline.hub.verify`.
 
+Every request has a timeout (a Hub that stalls is a transient failure) and the same bounded retries.
+The file list comes from the tree listing, followed page by page through its ``Link`` headers: the
+list model_info gives may be cut short for a large repository, so it serves only as a cross-check.
+
 Example::
 
     hub = HubClient()
@@ -15,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -22,9 +27,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx2
-from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub import HfApi, constants, get_session, hf_hub_download, hf_raise_for_status
 from huggingface_hub.errors import (
     DisabledRepoError,
     EntryNotFoundError,
@@ -34,7 +40,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from huggingface_hub.utils import hf_raise_for_status
+from huggingface_hub.utils import build_hf_headers
 
 from pipeline.errors import GatedModelError, HubError, MissingRepoError, MissingRevisionError
 
@@ -45,6 +51,8 @@ CANONICAL_URL = "https://huggingface.co"  # what images record as their source, 
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 TRANSIENT_EXCEPTIONS = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
 DOWNLOAD_THREADS = 8
+DEFAULT_TIMEOUT = 10.0  # seconds without a byte from the Hub before a request counts as failed
+MAX_TREE_PAGES = 10_000  # 10 million files: past that a Link header is going round in circles
 
 
 @dataclass(frozen=True)
@@ -115,17 +123,24 @@ class RepoSnapshot:
 class HubClient:
     """The Hub, through huggingface_hub, with bounded retries and errors that say how to fix them.
 
-    ``retries`` is how many times a transient failure (network error, 429, 5xx) is retried, with
-    exponential backoff starting at ``backoff`` seconds.
+    ``retries`` is how many times a transient failure (network error, timeout, 429, 5xx) is retried,
+    with exponential backoff starting at ``backoff`` seconds; ``timeout`` is how long a request may
+    wait for the Hub's next byte.
     """
 
     def __init__(
-        self, endpoint: str | None = None, token: str | None = None, retries: int = 4, backoff: float = 1.0
+        self,
+        endpoint: str | None = None,
+        token: str | None = None,
+        retries: int = 4,
+        backoff: float = 1.0,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
         self.token = token  # None: huggingface_hub reads HF_TOKEN or the saved login
         self.retries = retries
         self.backoff = backoff
+        self.timeout = timeout
         self.api = HfApi(endpoint=self.endpoint, token=token)
 
     def snapshot(self, hf_id: str, revision: str) -> RepoSnapshot:
@@ -134,27 +149,21 @@ class HubClient:
             f"list {hf_id}@{revision[:12]}",
             hf_id,
             revision,
-            lambda: self.api.model_info(hf_id, revision=revision, files_metadata=True),
+            lambda: self.api.model_info(hf_id, revision=revision, timeout=self.timeout),
         )
-        files = []
-        for sibling in info.siblings or []:
-            lfs = sibling.lfs
-            if sibling.size is None or (lfs is None and not sibling.blob_id):
-                raise HubError(f"{hf_id}@{revision}: the Hub listed {sibling.rfilename} without its size or digest")
-            files.append(
-                RepoFile(
-                    path=sibling.rfilename,
-                    size=int(lfs.size if lfs is not None else sibling.size),
-                    lfs_sha256=lfs.sha256 if lfs is not None else None,
-                    git_blob_id=sibling.blob_id,
-                )
+        files = self.list_files(hf_id, revision)
+        unlisted = sorted({s.rfilename for s in info.siblings or []} - {f.path for f in files})
+        if unlisted:
+            raise HubError(
+                f"{hf_id}@{revision}: the Hub's tree listing lacks {len(unlisted)} file(s) its model info names "
+                f"(first: {unlisted[0]}); the listing is incomplete, try again later"
             )
         card: dict[str, Any] = info.card_data.to_dict() if info.card_data is not None else {}  # type: ignore[no-untyped-call]
         safetensors = info.safetensors
         return RepoSnapshot(
             hf_id=info.id or hf_id,
             revision=revision,
-            files=tuple(sorted(files, key=lambda f: f.path)),
+            files=tuple(files),
             license=_license(card.get("license"), info.tags or []),
             pipeline_tag=info.pipeline_tag or "",
             library_name=info.library_name or "",
@@ -172,10 +181,47 @@ class HubClient:
             card_data=_json_safe(card),
         )
 
+    def list_files(self, hf_id: str, revision: str) -> list[RepoFile]:
+        """Every file of ``hf_id`` at ``revision``, sorted by path, from the tree listing's pages."""
+        url: str | None = f"{self.endpoint}/api/models/{hf_id}/tree/{quote(revision, safe='')}"
+        params: dict[str, str] | None = {"recursive": "true", "expand": "false"}
+        seen: set[str] = set()
+        files: dict[str, RepoFile] = {}
+        for page in range(1, MAX_TREE_PAGES + 1):
+            if url is None:
+                return [files[path] for path in sorted(files)]
+            seen.add(url)
+            response = self._call(
+                f"list the files of {hf_id}@{revision[:12]} (page {page})",
+                hf_id,
+                revision,
+                functools.partial(self._get, url, params),
+            )
+            for item in response.json():
+                if item.get("type") == "file":
+                    listed = _tree_file(hf_id, revision, item)
+                    files[listed.path] = listed
+            url, params = response.links.get("next", {}).get("url"), None  # the next link holds the query
+            if url in seen:
+                raise HubError(f"{hf_id}@{revision}: the Hub's tree listing links back to a page already read")
+        raise HubError(f"{hf_id}@{revision}: the Hub's tree listing goes on past {MAX_TREE_PAGES} pages")
+
+    def _get(self, url: str, params: dict[str, str] | None) -> httpx2.Response:
+        """GET a Hub API URL with the token and the timeout, raising huggingface_hub's typed errors."""
+        headers = build_hf_headers(token=self.token)
+        response = get_session().get(url, params=params, headers=headers, timeout=self.timeout)
+        hf_raise_for_status(response)
+        return response
+
     def head(self, hf_id: str, branch: str | None = None) -> RepoHead:
         """The commit ``branch`` points at now (None: the repository's default branch, whatever its name)."""
         where = branch or "its default branch"
-        info = self._call(f"look up {hf_id}@{where}", hf_id, where, lambda: self.api.model_info(hf_id, revision=branch))
+        info = self._call(
+            f"look up {hf_id}@{where}",
+            hf_id,
+            where,
+            lambda: self.api.model_info(hf_id, revision=branch, timeout=self.timeout),
+        )
         if not info.sha:
             raise HubError(f"{hf_id}@{where}: the Hub answered without a commit sha")
         return RepoHead(info.id or hf_id, branch, info.sha, gated=bool(info.gated), private=bool(info.private))
@@ -213,6 +259,7 @@ class HubClient:
                     cache_dir=cache_dir,
                     endpoint=self.endpoint,
                     token=self.token,
+                    etag_timeout=self.timeout,  # the GET itself times out after HF_HUB_DOWNLOAD_TIMEOUT (10 s)
                     tqdm_class=_progress_class(count),
                 )
 
@@ -263,6 +310,20 @@ class HubClient:
                 time.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
+
+
+def _tree_file(hf_id: str, revision: str, item: dict[str, Any]) -> RepoFile:
+    """One file entry of the tree listing, checked: every file needs its size and a digest to verify."""
+    lfs = item.get("lfs")
+    try:
+        path, size, blob_id = str(item["path"]), int(item["size"]), str(item.get("oid") or "")
+        lfs_sha256, size = (str(lfs["oid"]), int(lfs["size"])) if lfs is not None else (None, size)
+    except (KeyError, TypeError, ValueError) as err:
+        what = f"{hf_id}@{revision}: the Hub listed a file without its path, size or digest"
+        raise HubError(f"{what}: {item!r:.200}") from err
+    if not blob_id and lfs_sha256 is None:
+        raise HubError(f"{hf_id}@{revision}: the Hub listed {path} without a digest")
+    return RepoFile(path=path, size=size, lfs_sha256=lfs_sha256, git_blob_id=blob_id or None)
 
 
 def _is_transient(err: BaseException) -> bool:

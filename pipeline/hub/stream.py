@@ -48,7 +48,7 @@ from typing import BinaryIO, cast
 from urllib.parse import urljoin, urlsplit
 
 import httpx2
-from huggingface_hub import constants, hf_hub_url
+from huggingface_hub import hf_hub_url
 from huggingface_hub.utils import build_hf_headers, get_session
 
 from pipeline import __version__
@@ -351,7 +351,7 @@ class _Fetcher:
         self._headers = build_hf_headers(token=hub.token, library_name="modelyard", library_version=__version__)
         self._headers["accept-encoding"] = "identity"  # ranges address the bytes as stored
         self._endpoint = _origin(hub.endpoint)
-        self._timeout = httpx2.Timeout(constants.HF_HUB_DOWNLOAD_TIMEOUT)
+        self._timeout = httpx2.Timeout(hub.timeout)  # the same for every Hub request (--hub-timeout)
         self._locations: dict[str, str] = {}  # repo path -> where its resolve URL redirected (a CDN)
 
     def fetch(self, file: RepoFile, start: int, end: int, deliver: Callable[[bytes], None]) -> None:
