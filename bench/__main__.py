@@ -2,15 +2,23 @@
 
 python -m bench layer      the eStargz layer writer vs the reference writer
 python -m bench site       the catalog site: render time, index weight, Lighthouse
+python -m bench virtual    virtual blob GETs vs stored blob GETs; storage of every format
 """
 
 from __future__ import annotations
 
 import sys
 
-from bench import hub, layer, registry, s3, site
+from bench import hub, layer, registry, s3, site, virtual
 
-BENCHMARKS = {"layer": layer.main, "hub": hub.main, "s3": s3.main, "registry": registry.main, "site": site.main}
+BENCHMARKS = {
+    "layer": layer.main,
+    "hub": hub.main,
+    "s3": s3.main,
+    "registry": registry.main,
+    "site": site.main,
+    "virtual": virtual.main,
+}
 
 
 def main() -> None:

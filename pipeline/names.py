@@ -20,6 +20,7 @@ from pipeline.errors import InvalidNameError
 # distribution-spec: <name> components and tags
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 NAME_PATTERN = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+MAX_TAG_LENGTH = 128
 TAG_PATTERN = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 MAX_NAME_LENGTH = 255  # what Docker Hub and distribution enforce for the whole name
 

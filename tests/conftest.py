@@ -42,6 +42,11 @@ def run(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
     return result  # type: ignore[no-any-return]
 
 
+def with_formats(tags: list[str]) -> list[str]:
+    """The tags a publish of ``tags`` writes, sorted: each image tag and its ``-modelkit``, ``-modelpack``."""
+    return sorted(f"{tag}{suffix}" for tag in tags for suffix in ("", "-modelkit", "-modelpack"))
+
+
 def write_tree(root: Path, files: Mapping[str, bytes]) -> Path:
     """Create files (with their parent directories) under ``root``."""
     root.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.store import LocalBackend, Store
+from tests.conftest import with_formats
 
 MakeTree = Callable[[Mapping[str, bytes]], Path]
 
@@ -35,7 +36,7 @@ def test_build_from_dir_then_export(tmp_path: Path, tree: MakeTree, capsys: pyte
     assert main(["build", "--from-dir", str(source), "--name", "My-Org/Model", "--store", str(store)]) == 0
     output = capsys.readouterr().out
     assert "my-org/model:latest" in output and "files    2 (1,002 bytes)" in output
-    assert Store(LocalBackend(store)).tags("my-org/model") == ["latest"]
+    assert Store(LocalBackend(store)).tags("my-org/model") == with_formats(["latest"])
     assert main(["export-oci-layout", "my-org/model", str(tmp_path / "oci"), "--store", str(store)]) == 0
     assert (tmp_path / "oci" / "index.json").exists()
 

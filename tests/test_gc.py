@@ -14,7 +14,6 @@ from pipeline.build.source import files_from_dir
 from pipeline.cli import main
 from pipeline.errors import StoreError
 from pipeline.oci.image import MEDIA_TYPE_INDEX, Descriptor, ImageMetadata
-from pipeline.oci.references import reachable
 from pipeline.store import Store, blob_key
 from pipeline.store.gc import collect_garbage
 
@@ -33,7 +32,13 @@ def publish(store: Store, tree: MakeTree, name: str, content: bytes) -> BuiltIma
 
 
 def digests(store: Store, built: BuiltImage) -> set[str]:
-    return {d.digest for d in reachable(store, built.index)}
+    return built.blob_digests
+
+
+def untag(store: Store, name: str) -> None:
+    """Delete every tag of ``name``: the image's and its formats'."""
+    for tag in store.tags(name):
+        store.delete_tag(name, tag)
 
 
 def blobs(store: Store) -> set[str]:
@@ -49,7 +54,7 @@ def age(store: Store, key: str, seconds: float) -> None:
 def test_removes_exactly_the_unreferenced(store: Store, tree: MakeTree) -> None:
     kept = publish(store, tree, "org/kept", b"kept")
     dropped = publish(store, tree, "org/dropped", b"dropped")
-    store.delete_tag("org/dropped", "latest")
+    untag(store, "org/dropped")
     store.backend.delete("catalog/org/dropped.json")
     for digest in blobs(store):
         age(store, blob_key(digest), 2 * HOUR)
@@ -62,13 +67,17 @@ def test_removes_exactly_the_unreferenced(store: Store, tree: MakeTree) -> None:
     assert report.freed == sum(i.size for i in dry.removed) > 0
     assert report.kept == len(digests(store, kept))
     assert blobs(store) == digests(store, kept)
-    assert "removed 6 unreferenced blob(s)" in report.summary()  # index, 2 manifests, 2 configs, layer
+    # index, 2 manifests, 2 configs, layer; a ModelKit and a ModelPack manifest and config
+    assert (
+        f"removed {len(digests(store, dropped))} unreferenced blob(s)" in report.summary()
+        and len(dropped.blob_digests) == 10
+    )
 
 
 def test_the_grace_period_keeps_young_blobs(store: Store, tree: MakeTree) -> None:
     publish(store, tree, "org/a", b"a")
     orphan = publish(store, tree, "org/b", b"b")  # like a build whose tag has not landed yet
-    store.delete_tag("org/b", "latest")
+    untag(store, "org/b")
     store.backend.delete("catalog/org/b.json")
     report = collect_garbage(store, grace=HOUR)
     assert report.removed == [] and report.young == len(digests(store, orphan))
@@ -89,7 +98,7 @@ def test_stale_uploads_are_swept(store: Store) -> None:
 
 def test_a_catalog_record_keeps_its_image(store: Store, tree: MakeTree) -> None:
     built = publish(store, tree, "org/a", b"a")
-    store.delete_tag("org/a", "latest")
+    untag(store, "org/a")
     for digest in blobs(store):
         age(store, blob_key(digest), 2 * HOUR)
     assert collect_garbage(store, grace=HOUR).removed == []
@@ -122,7 +131,7 @@ def test_the_gc_command(store: Store, tree: MakeTree, capsys: pytest.CaptureFixt
 
 def test_a_reused_old_blob_is_refreshed_and_kept(store: Store, tree: MakeTree) -> None:
     built = publish(store, tree, "org/a", b"a")
-    store.delete_tag("org/a", "latest")
+    untag(store, "org/a")
     store.backend.delete("catalog/org/a.json")
     for digest in blobs(store):
         age(store, blob_key(digest), 2 * HOUR)  # old and unreferenced: garbage, until...

@@ -62,6 +62,16 @@ GOLDEN = {
 }
 
 
+# The other formats of the fixture's image (ModelKit, ModelPack): their manifests name the index as
+# subject and the ModelKit's Kitfile names the layer, so any change above changes them too.
+GOLDEN_FORMATS = {
+    "modelkit": "sha256:2a8d35032d98851d23380f47a3e5af5e11da5e0884131beed88fe4025132a1e2",
+    "modelkit config": "sha256:fd32f832808270f0bb65ac8b25eb55751437d48f3268098577e1816d68b91d59",
+    "modelpack": "sha256:9e161ddf51962e4c22918f0a3ed0fc3fa0aba04c661fbcf8e71454c8df18c154",
+    "modelpack config": "sha256:f86293752f4c8b35e7fed496d26d56c33bed1ec6323e2a2fdd11f9fe4cedc24e",
+}
+
+
 def build_fixture(workdir: Path, threads: int) -> BuiltImage:
     store = Store(LocalBackend(workdir / "store"))
     return build_and_publish(
@@ -90,6 +100,13 @@ def test_format_1_digests_are_pinned(tmp_path: Path) -> None:
     built = build_fixture(tmp_path, threads=2)
     assert digests(built) == GOLDEN
     verify_with_reference(tmp_path / "store" / blob_key(built.layer.digest), built.layer)
+
+
+def test_the_format_manifests_are_pinned(tmp_path: Path) -> None:
+    built = build_fixture(tmp_path, threads=2)
+    pinned = {f.name: f.descriptor.digest for f in built.formats}
+    pinned |= {f"{f.name} config": f.config.descriptor.digest for f in built.formats}
+    assert pinned == GOLDEN_FORMATS
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="emulates older x86-64 CPUs")

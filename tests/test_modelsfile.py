@@ -87,6 +87,24 @@ def test_a_missing_file(tmp_path: Path) -> None:
         load_models(tmp_path / "nope.yaml")
 
 
+def test_a_tag_must_leave_room_for_its_format_tags() -> None:
+    text = f"""models:
+  - name: a/b
+    sha: {SHA}
+    tagAs: latest-modelpack
+  - name: c/d
+    sha: {SHA}
+    tagAs: {"v" * 119}
+"""
+    assert problems(text) == [
+        "models.yaml:4: models[0] (a/b).tagAs: tags ending in -modelkit, -modelpack name a tag's formats",
+        "models.yaml:7: models[1] (c/d).tagAs: at most 118 characters, so that its format tag (vvvvvvvv...-modelpack) "
+        "is a valid tag",
+    ]
+    (model,) = parse_models(f"models:\n  - name: e/f\n    sha: {SHA}\n    tagAs: {'v' * 118}\n")
+    assert len(model.tag) == 118
+
+
 def test_a_branch_for_update_to_follow() -> None:
     (model,) = parse_models(f"models:\n  - name: org/model\n    sha: {SHA}\n    branch: release/v2\n")
     assert model.branch == "release/v2"

@@ -18,6 +18,7 @@ from pipeline.errors import StoreError
 from pipeline.oci.image import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST
 from pipeline.store import LocalBackend, ObjectInfo, Store, blob_key
 from pipeline.store.s3 import S3Backend
+from tests.conftest import with_formats
 from tests.registry_fixtures import NAME, publish, small_model_files
 from worker.accesslog import AccessLog
 from worker.app import IMMUTABLE, create_app
@@ -188,15 +189,16 @@ def test_tag_list_and_pagination(client: TestClient, store: Store, image: BuiltI
     for tag in ("v2", "v10", "a"):
         store.put_tag(NAME, tag, image.index)
     fresh = TestClient(create_app(store))  # the fixture's client may have cached the list
+    every_tag = sorted(["a", "v10", "v2", *with_formats(["b" * 40, "latest"])])  # formats have tags too
     everything = fresh.get(f"/v2/{NAME}/tags/list")
-    assert everything.json() == {"name": NAME, "tags": sorted(["a", "b" * 40, "latest", "v10", "v2"])}
+    assert everything.json() == {"name": NAME, "tags": every_tag}
     assert "link" not in everything.headers
     first = fresh.get(f"/v2/{NAME}/tags/list?n=2")
-    assert first.json()["tags"] == ["a", "b" * 40]
+    assert first.json()["tags"] == every_tag[:2] == ["a", "b" * 40]
     assert first.headers["link"] == f'</v2/{NAME}/tags/list?n=2&last={"b" * 40}>; rel="next"'
     second = fresh.get(f"/v2/{NAME}/tags/list?n=2&last={'b' * 40}")
-    assert second.json()["tags"] == ["latest", "v10"]
-    last = fresh.get(f"/v2/{NAME}/tags/list?n=2&last=v10")
+    assert second.json()["tags"] == every_tag[2:4]
+    last = fresh.get(f"/v2/{NAME}/tags/list?n=2&last={every_tag[-2]}")
     assert last.json()["tags"] == ["v2"] and "link" not in last.headers
     bad = fresh.get(f"/v2/{NAME}/tags/list?n=-1")
     assert bad.status_code == 400 and errors_of(bad) == ["PAGINATION_NUMBER_INVALID"]
@@ -214,7 +216,9 @@ def test_catalog(store: Store, image: BuiltImage, tmp_path: Path) -> None:
     assert page.headers["link"] == f'</v2/_catalog?n=1&last={NAME}>; rel="next"'
 
 
-def test_referrers_is_an_empty_index(client: TestClient, image: BuiltImage) -> None:
+def test_referrers_list_the_formats_and_filter(client: TestClient, image: BuiltImage) -> None:
+    listed = client.get(f"/v2/{NAME}/referrers/{image.index.digest}").json()["manifests"]
+    assert sorted(m["digest"] for m in listed) == sorted(f.descriptor.digest for f in image.formats)
     response = client.get(f"/v2/{NAME}/referrers/{image.index.digest}?artifactType=application/x")
     assert response.status_code == 200
     assert response.headers["content-type"] == MEDIA_TYPE_INDEX

@@ -6,8 +6,9 @@ Routes (GET and HEAD only; anything else is 405 UNSUPPORTED):
     /v2/_catalog?n=&last=                  repositories, paginated with a Link header
     /v2/<name>/tags/list?n=&last=          tags, sorted, paginated
     /v2/<name>/manifests/<tag|digest>      stored bytes verbatim, Content-Type = their media type
-    /v2/<name>/blobs/<digest>              streamed; Range (single, multi, suffix), If-None-Match, If-Range
-    /v2/<name>/referrers/<digest>          an empty OCI index (modelyard publishes no referrers)
+    /v2/<name>/blobs/<digest>              streamed; Range (single, multi, suffix), If-None-Match, If-Range;
+                                           a ModelPack's raw layers are virtual blobs cut out of the layer
+    /v2/<name>/referrers/<digest>          an OCI index of the manifests naming it as subject (?artifactType=)
     /healthz                               200 when the store answers, else 503
     /metrics                               pull counters (Prometheus text)
     /...                                   the catalog site, from the store's site/
@@ -20,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import secrets
 
 from starlette.requests import Request
@@ -47,13 +49,13 @@ from worker.ranges import (
     if_range_allows,
     parse_range,
 )
-from worker.streams import open_multipart, open_stream
+from worker.streams import ReadRange, open_multipart, open_stream
+from worker.virtual import VirtualContent
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 BLOB_TYPE = "application/octet-stream"
 JSON_TYPE = "application/json"
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
-EMPTY_INDEX = canonical_json({"schemaVersion": 2, "mediaType": MEDIA_TYPE_INDEX, "manifests": []})
 
 
 def create_app(
@@ -83,6 +85,7 @@ class Registry:
         self.config = config
         self.metrics = metrics
         self.content = Content(store, config.cache_seconds)
+        self.virtual = VirtualContent(store, config.cache_seconds)
 
     async def v2(self, request: Request) -> Response:
         endpoint = paths.parse_v2_path(request.scope["path"])
@@ -134,7 +137,13 @@ class Registry:
         if not await self.content.repository_exists(endpoint.name):
             raise RegistryError.name_unknown(endpoint.name)
         size = await self.content.blob_size(digest)
-        if size is None:
+        virtual = None if size is not None else await self.virtual.blob(endpoint.name, digest)
+        read: ReadRange
+        if virtual is not None:
+            size, read = virtual.size, virtual.read
+        elif size is not None:
+            read = functools.partial(self.content.read_blob, digest)
+        else:
             raise RegistryError.blob_unknown(digest)
         etag = f'"{digest}"'
         headers = {
@@ -151,10 +160,11 @@ class Registry:
             return Response(b"", headers={**headers, "Content-Length": str(size)})
         range_header = request.headers.get("range")
         if range_header is None or not if_range_allows(request.headers.get("if-range"), etag):
-            redirect = await self._blob_redirect(digest)
+            # Only a stored blob has a URL of its own; a virtual one is made here.
+            redirect = await self._blob_redirect(digest) if virtual is None else None
             if redirect is not None:
                 return RedirectResponse(redirect, 307, headers=API_VERSION | {"Docker-Content-Digest": digest})
-            body = await open_stream(self.content.read_blob(digest, 0, size), size)
+            body = await open_stream(read(0, size), size)
             return StreamingResponse(body, headers={**headers, "Content-Length": str(size)})
         try:
             ranges = parse_range(range_header, size)
@@ -164,11 +174,11 @@ class Registry:
             raise RegistryError.range_unsatisfiable(size) from error
         if len(ranges) == 1:
             (only,) = ranges
-            body = await open_stream(self.content.read_blob(digest, only.start, only.end), only.length)
+            body = await open_stream(read(only.start, only.end), only.length)
             headers |= {"Content-Length": str(only.length), "Content-Range": only.content_range(size)}
             return StreamingResponse(body, status_code=206, headers=headers)
         parts = Multipart(ranges, size, boundary=secrets.token_hex(16), part_type=BLOB_TYPE)
-        body = await open_multipart(parts, lambda start, end: self.content.read_blob(digest, start, end))
+        body = await open_multipart(parts, read)
         headers |= {"Content-Length": str(parts.content_length), "Content-Type": parts.content_type}
         return StreamingResponse(body, status_code=206, headers=headers)
 
@@ -199,10 +209,13 @@ class Registry:
     async def referrers(self, request: Request, endpoint: paths.Referrers) -> Response:
         if not await self.content.repository_exists(endpoint.name):
             raise RegistryError.name_unknown(endpoint.name)
+        artifact_type = request.query_params.get("artifactType")
+        found = await self.virtual.referrers(endpoint.name, endpoint.digest, artifact_type)
         headers = dict(API_VERSION)
-        if "artifactType" in request.query_params:
-            headers["OCI-Filters-Applied"] = "artifactType"  # filtering nothing leaves nothing
-        return Response(EMPTY_INDEX, headers=headers, media_type=MEDIA_TYPE_INDEX)
+        if artifact_type is not None:
+            headers["OCI-Filters-Applied"] = "artifactType"
+        index = {"schemaVersion": 2, "mediaType": MEDIA_TYPE_INDEX, "manifests": [d.to_json() for d in found]}
+        return Response(canonical_json(index), headers=headers, media_type=MEDIA_TYPE_INDEX)
 
     # operations
 

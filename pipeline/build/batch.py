@@ -32,7 +32,7 @@ from typing import Any, Literal, Protocol
 from huggingface_hub.file_download import repo_folder_name
 
 from pipeline.build.lock import model_lock
-from pipeline.build.publish import BuiltImage, build_and_publish, source_date_epoch
+from pipeline.build.publish import BuiltImage, build_and_publish, retag, source_date_epoch
 from pipeline.build.source import opener
 from pipeline.errors import HubError, IntegrityError, ModelyardError, NotFoundError
 from pipeline.hub.client import HubClient, RepoFile, RepoSnapshot
@@ -151,10 +151,8 @@ def build_model(
     name = model.repository
     if not options.force:
         published = published_image(store, model)
-        if published is not None:
-            moved = [tag for tag in model.tags if store.get_tag(name, tag) != published]
-            for tag in moved:
-                store.put_tag(name, tag, published)
+        moved = retag(store, name, model.tags, published) if published is not None else None
+        if published is not None and moved is not None:
             detail = f"up to date; tag {', '.join(moved)} moved to {published.digest}" if moved else "up to date"
             return ModelOutcome(model, "skipped", detail)
 

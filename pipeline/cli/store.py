@@ -88,7 +88,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     store = open_store(args.store)
     names = [repository_name(name) for name in args.only] if args.only else store.repositories()
-    total = sum(store.blob_size(d.digest) or 0 for d in _layer_descriptors(store, names))
+    total = sum(d.size for d in _layer_descriptors(store, names))  # virtual blobs too: push materializes them
     with byte_progress(f"push to {args.to}", total) as progress:
         task = progress.task_ids[0]
         outcomes = push_images(

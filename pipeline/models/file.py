@@ -34,6 +34,7 @@ import yaml
 
 from pipeline import names
 from pipeline.errors import InvalidNameError, ModelsFileError
+from pipeline.oci.formats import FORMAT_NAMES, MAX_FORMAT_SUFFIX
 
 DEFAULT_TAG = "latest"
 _ENTRY_KEYS = {"name", "sha", "tagAs", "include", "exclude", "branch"}
@@ -174,6 +175,15 @@ class _Checker:
                 ok = False
             elif names.REVISION_PATTERN.fullmatch(tag):
                 self.problem(fields["tagAs"][1], f"{label}.tagAs", "a 40-hex tag is reserved for the revision tag")
+                ok = False
+            elif tag.endswith(tuple(f"-{name}" for name in FORMAT_NAMES)):
+                reserved = ", ".join(f"-{name}" for name in FORMAT_NAMES)
+                self.problem(fields["tagAs"][1], f"{label}.tagAs", f"tags ending in {reserved} name a tag's formats")
+                ok = False
+            elif len(tag) > names.MAX_TAG_LENGTH - MAX_FORMAT_SUFFIX:
+                limit = names.MAX_TAG_LENGTH - MAX_FORMAT_SUFFIX
+                why = f"at most {limit} characters, so that its format tag ({tag[:8]}...-modelpack) is a valid tag"
+                self.problem(fields["tagAs"][1], f"{label}.tagAs", why)
                 ok = False
         include = self.globs(fields, "include", label)
         exclude = self.globs(fields, "exclude", label)

@@ -86,9 +86,12 @@ class Descriptor:
     size: int
     annotations: Mapping[str, str] = field(default_factory=dict)
     platform: Platform | None = None
+    artifact_type: str = ""  # what a referrers listing says the manifest is (OCI 1.1)
 
     def to_json(self) -> dict[str, Any]:
         result: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        if self.artifact_type:
+            result["artifactType"] = self.artifact_type
         if self.annotations:
             result["annotations"] = dict(self.annotations)
         if self.platform is not None:
@@ -102,6 +105,7 @@ class Descriptor:
             digest=str(value["digest"]),
             size=int(value["size"]),
             annotations=dict(value.get("annotations") or {}),
+            artifact_type=str(value.get("artifactType") or ""),
         )
 
 

@@ -1,8 +1,8 @@
 """Export an image from the store to an OCI image layout directory (``skopeo copy oci:DIR:TAG ...``).
 
-The layout gets every blob the tag reaches (index, manifests, configs, the layer) and an ``index.json``
-entry named by ``org.opencontainers.image.ref.name``. Exporting several tags into the same directory
-adds to it.
+The layout gets every blob the tag reaches (index, manifests, configs, the layer; for a format tag
+such as ``latest-modelpack`` also its virtual blobs, materialized) and an ``index.json`` entry named
+by ``org.opencontainers.image.ref.name``. Exporting several tags into the same directory adds to it.
 
 Example::
 
@@ -19,6 +19,7 @@ from pipeline.digest import HashingWriter, hex_of
 from pipeline.errors import IntegrityError, NotFoundError
 from pipeline.oci.image import MEDIA_TYPE_INDEX, Descriptor, canonical_json
 from pipeline.oci.references import reachable
+from pipeline.oci.virtual import Blobs
 from pipeline.store import Store
 
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
@@ -29,17 +30,18 @@ def export_oci_layout(store: Store, name: str, tag: str, destination: Path) -> D
     root = store.get_tag(name, tag)
     if root is None:
         raise NotFoundError(f"{name}:{tag} is not in the store {store.backend.url()}")
-    blobs = destination / "blobs" / "sha256"
-    blobs.mkdir(parents=True, exist_ok=True)
+    blob_dir = destination / "blobs" / "sha256"
+    blob_dir.mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
-    for descriptor in reachable(store, root):
+    blobs = Blobs(store)
+    for descriptor in blobs.learn(reachable(store, root)):
         if descriptor.digest in seen:
             continue
         seen.add(descriptor.digest)
-        target = blobs / hex_of(descriptor.digest)
+        target = blob_dir / hex_of(descriptor.digest)
         if target.exists() and target.stat().st_size == descriptor.size:
             continue
-        _copy_blob(store, descriptor, target)
+        _copy_blob(blobs, descriptor, target)
     (destination / "oci-layout").write_bytes(canonical_json({"imageLayoutVersion": "1.0.0"}))
     index_path = destination / "index.json"
     entries = []
@@ -55,11 +57,11 @@ def export_oci_layout(store: Store, name: str, tag: str, destination: Path) -> D
     return root
 
 
-def _copy_blob(store: Store, descriptor: Descriptor, target: Path) -> None:
+def _copy_blob(blobs: Blobs, descriptor: Descriptor, target: Path) -> None:
     temp = target.with_suffix(".part")
     with open(temp, "wb") as handle:
         writer = HashingWriter(handle)
-        for piece in store.read_blob_range(descriptor.digest, 0, descriptor.size):
+        for piece in blobs.read_range(descriptor, 0, descriptor.size):
             writer.write(piece)
     if writer.digest != descriptor.digest:
         temp.unlink()

@@ -1,6 +1,10 @@
 """What an image references: the walk from an index through manifests to configs and layers.
 
-Export copies what a tag reaches; garbage collection keeps it.
+Export copies what a tag reaches; garbage collection keeps it; push sends it. A format manifest
+(ModelKit, ModelPack) also reaches its ``subject``, the image index: a ModelPack's raw layers are
+virtual blobs cut out of that image's layer (:mod:`pipeline.oci.virtual`), so the image lives as
+long as any of its formats does, and a copy of a format carries the image it refers to. Virtual
+blobs are reached like any layer but never read here, so a walk never reports them missing.
 
 Example::
 
@@ -19,7 +23,7 @@ from pipeline.store import Store
 def reachable(store: Store, root: Descriptor) -> Iterator[Descriptor]:
     """Every descriptor reachable from ``root`` (itself included), children after their parent.
 
-    Raises NotFoundError when something referenced is missing from the store.
+    Raises NotFoundError when a referenced manifest or index is missing from the store.
     """
     yield root
     if root.media_type not in (MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST):
@@ -29,5 +33,7 @@ def reachable(store: Store, root: Descriptor) -> Iterator[Descriptor]:
         children = document.get("manifests", [])
     else:
         children = [document["config"], *document.get("layers", [])]
+        if isinstance(document.get("subject"), dict):
+            children.append(document["subject"])
     for child in children:
         yield from reachable(store, Descriptor.from_json(child))

@@ -7,6 +7,12 @@ upload each (which every registry accepts, and never held whole in memory), mani
 verbatim with their own media type, so the same digest means the same bytes everywhere. Order: blobs,
 then manifests by digest, then the index by digest, then its tags; blobs the registry has are skipped.
 
+The other formats go too: a ModelPack's virtual blobs are materialized (cut out of the eStargz layer,
+every chunk checked) and uploaded under the same digests, and each format manifest follows the image
+index it names as subject. A registry without the referrers API (it answers no ``OCI-Subject``)
+gets the referrers tag ``sha256-<index hex>`` instead, an index of the formats, as the
+distribution-spec asks of clients, so ``oras discover`` lists them there too.
+
 Example::
 
     push_images(open_store("store"), "ghcr.io/my-org/models", names=["gpt2"])
@@ -15,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,10 +30,13 @@ from typing import Any
 import oras.provider
 import requests
 
+from pipeline.digest import hex_of, sha256_digest
 from pipeline.errors import ModelyardError, NotFoundError
 from pipeline.names import check_name
-from pipeline.oci.image import MANIFEST_MEDIA_TYPES, Descriptor
+from pipeline.oci.image import MANIFEST_MEDIA_TYPES, MEDIA_TYPE_INDEX, Descriptor, canonical_json
 from pipeline.oci.references import reachable
+from pipeline.oci.referrers import referrer_descriptor
+from pipeline.oci.virtual import Blobs
 from pipeline.store import Store
 
 UPLOAD_PIECE = 8 * 1024 * 1024
@@ -141,6 +151,8 @@ def _push_image(
     on_bytes: Callable[[int], None] | None,
 ) -> PushOutcome:
     descriptors = list({d.digest: d for d in reachable(store, root)}.values())  # parents first, each once
+    blobs = Blobs(store)
+    blobs.learn(descriptors)
     uploaded = skipped = 0
     for descriptor in descriptors:
         if descriptor.media_type in MANIFEST_MEDIA_TYPES:
@@ -148,7 +160,7 @@ def _push_image(
         if _blob_exists(target, name, descriptor):
             skipped += 1
             continue
-        _upload_blob(store, target, name, descriptor, on_bytes)
+        _upload_blob(blobs, target, name, descriptor, on_bytes)
         uploaded += descriptor.size
     for descriptor in reversed([d for d in descriptors if d.media_type in MANIFEST_MEDIA_TYPES]):
         _put_manifest(store, target, name, descriptor, descriptor.digest)  # children before their index
@@ -163,7 +175,7 @@ def _blob_exists(target: Destination, name: str, descriptor: Descriptor) -> bool
 
 
 def _upload_blob(
-    store: Store, target: Destination, name: str, descriptor: Descriptor, on_bytes: Callable[[int], None] | None
+    blobs: Blobs, target: Destination, name: str, descriptor: Descriptor, on_bytes: Callable[[int], None] | None
 ) -> None:
     started = target.request("POST", target.url(name, "blobs/uploads/"))
     location = started.headers.get("Location")
@@ -176,7 +188,7 @@ def _upload_blob(
     def pieces() -> Iterator[bytes]:
         for offset in range(0, descriptor.size, UPLOAD_PIECE):
             end = min(offset + UPLOAD_PIECE, descriptor.size)
-            piece = b"".join(store.read_blob_range(descriptor.digest, offset, end))
+            piece = b"".join(blobs.read_range(descriptor, offset, end))
             if on_bytes is not None:
                 on_bytes(len(piece))
             yield piece
@@ -195,10 +207,32 @@ def _upload_blob(
 
 
 def _put_manifest(store: Store, target: Destination, name: str, descriptor: Descriptor, reference: str) -> None:
+    data = store.read_blob(descriptor.digest)  # the stored bytes, so the digest stays the same
+    response = _put(target, name, reference, data, descriptor)
+    document = json.loads(data)
+    subject = document.get("subject")
+    if reference == descriptor.digest and isinstance(subject, dict) and "OCI-Subject" not in response.headers:
+        referrer = referrer_descriptor(descriptor.digest, descriptor.size, document)
+        _add_to_referrers_tag(target, name, str(subject["digest"]), referrer)
+
+
+def _add_to_referrers_tag(target: Destination, name: str, subject: str, referrer: Descriptor) -> None:
+    """List ``referrer`` in the index the referrers tag schema keeps for ``subject`` (``sha256-<hex>``)."""
+    tag = f"sha256-{hex_of(subject)}"
+    current = target.request("GET", target.url(name, f"manifests/{tag}"), headers={"Accept": MEDIA_TYPE_INDEX})
+    listed = current.json().get("manifests", []) if current.status_code == 200 else []
+    if any(entry.get("digest") == referrer.digest for entry in listed):
+        return
+    index = {"schemaVersion": 2, "mediaType": MEDIA_TYPE_INDEX, "manifests": [*listed, referrer.to_json()]}
+    data = canonical_json(index)
+    _put(target, name, tag, data, Descriptor(MEDIA_TYPE_INDEX, sha256_digest(data), len(data)))
+
+
+def _put(target: Destination, name: str, reference: str, data: bytes, descriptor: Descriptor) -> requests.Response:
     response = target.request(
         "PUT",
         target.url(name, f"manifests/{reference}"),
-        data=store.read_blob(descriptor.digest),  # the stored bytes, so the digest stays the same
+        data=data,
         headers={"Content-Type": descriptor.media_type},
     )
     if response.status_code not in (200, 201):
@@ -208,3 +242,4 @@ def _put_manifest(store: Store, target: Destination, name: str, descriptor: Desc
     pushed = response.headers.get("Docker-Content-Digest")
     if pushed and pushed != descriptor.digest:
         raise PushError(f"{target.repository(name)}:{reference}: the registry stored {pushed}, not {descriptor.digest}")
+    return response

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 
 from pipeline.errors import ModelyardError, StoreError
-from pipeline.oci.image import MEDIA_TYPE_INDEX, Descriptor
+from pipeline.oci.image import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Descriptor
 from pipeline.oci.references import reachable
 from pipeline.store import ObjectInfo, Store
 from pipeline.store.backend import UPLOADS_PREFIX
@@ -60,7 +60,7 @@ class GcReport:
 
 
 def live_digests(store: Store) -> set[str]:
-    """Every digest reachable from a tag, or from the index a catalog record shows."""
+    """Every digest reachable from a tag, or from the index (and formats) a catalog record shows."""
     live: set[str] = set()
     for name in sorted(set(store.repositories()) | set(store.catalog_names())):
         roots = [store.get_tag(name, tag) for tag in store.tags(name)]
@@ -68,6 +68,9 @@ def live_digests(store: Store) -> set[str]:
         index = record.get("index_digest")
         if isinstance(index, str) and store.has_blob(index):
             roots.append(Descriptor(MEDIA_TYPE_INDEX, index, store.blob_size(index) or 0))
+        for shown in (record.get("formats") or {}).values():  # the other formats the record shows
+            if isinstance(shown, dict) and store.has_blob(str(shown.get("digest"))):
+                roots.append(Descriptor(MEDIA_TYPE_MANIFEST, str(shown["digest"]), int(shown.get("size", 0))))
         for root in roots:
             if root is not None and root.digest not in live:
                 live.update(d.digest for d in reachable(store, root))
