@@ -24,8 +24,8 @@ from pipeline.site.catalog import catalog_entries, entry_from_record
 from pipeline.site.output import publish_site
 from pipeline.site.render import FALLBACK_HOST, SiteOptions, Templates, render_site
 from pipeline.site.snippets import snippets
-from pipeline.store import Store
-from tests.registry_fixtures import NAME, publish
+from pipeline.store import Store, open_store
+from tests.registry_fixtures import NAME, moto_s3, publish
 from worker.app import create_app
 
 EVIL = "<x-evil a=\"b\" c='d'>&amp;é✓"  # markup, both quotes, an entity and non-ASCII text
@@ -385,3 +385,18 @@ def test_the_page_numbers_are_the_images(store: Store, tmp_path: Path) -> None:
         assert digest in page
     for record_file in built.layer.files:
         assert f'data-bytes="{record_file.size}"' in page and record_file.digest.removeprefix("sha256:") in page
+
+
+def test_a_site_in_a_bucket(tmp_path: Path) -> None:
+    """The same site, written into and served from an S3 store (moto)."""
+    with moto_s3() as s3:
+        store = open_store("s3://models/prod")
+        publish(store, tmp_path / "model", {"config.json": b"{}"})
+        report = publish_site(store, [], SiteOptions("models.example.com"))
+        assert report.where == ("s3://models/prod/site/",) and report.written == report.files
+        assert publish_site(store, [], SiteOptions("models.example.com")).written == 0
+        client = TestClient(create_app(store))
+        page = client.get(f"/{NAME}/")
+        assert page.status_code == 200 and "models.example.com/org/model" in page.text
+        assert client.get("/nothing/here").status_code == 404
+        assert s3.endpoint.startswith("http://127.0.0.1")

@@ -344,6 +344,38 @@ def test_everything_is_there_with_javascript_off(catalog: Catalog, browser: Any,
     assert page.locator("button.copy").first.is_hidden()  # nothing that needs the script is offered
 
 
+def test_keyboard_alone_reaches_everything_with_a_visible_focus(
+    catalog: Catalog, browser: Any, watched: Watched
+) -> None:
+    context = open_context(browser, watched)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=catalog.url)
+    page = context.new_page()
+    page.goto(catalog.url + "/")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    outline = "getComputedStyle(document.activeElement).outlineStyle"
+    assert page.evaluate(outline) != "none"  # focus is visible
+    for _ in range(10):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "f-q":
+            break
+    assert page.evaluate("document.activeElement.id") == "f-q" and page.evaluate(outline) != "none"
+    page.keyboard.type("birds")
+    page.wait_for_function("() => location.search.includes('q=birds')")
+    assert visible_names(page) == [VISION]
+    page.goto(catalog.url + f"/{TINY}/")
+    for _ in range(20):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.classList.contains('copy')"):
+            break
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.activeElement.textContent === 'Copied'")
+    assert (
+        page.evaluate("navigator.clipboard.readText()")
+        == f"COPY --from={catalog.registry.host}/{TINY} / /models/tiny-gen/"
+    )
+
+
 def test_the_404_page(catalog: Catalog, browser: Any, watched: Watched) -> None:
     page = open_context(browser, watched).new_page()
     response = page.goto(catalog.url + "/acme/no-such-model/")

@@ -15,7 +15,6 @@
   live.setAttribute("aria-live", "polite");
   document.body.append(live);
   for (const button of document.querySelectorAll("button.copy")) {
-    button.hidden = false;
     button.addEventListener("click", async () => {
       const text = document.getElementById(button.dataset.copy).textContent;
       try {
@@ -44,10 +43,14 @@
   const count = document.getElementById("count");
   const empty = document.getElementById("empty");
   const fields = ["q", "task", "library", "license", "size", "params", "sort"];
-  const text = new Map(items.map((li) => {
-    const d = li.dataset, summary = li.querySelector(".summary");
-    return [li, [d.name, d.task, d.library, d.license, summary ? summary.textContent : ""].join(" ").toLowerCase()];
-  }));
+  const texts = new Map();  // what a search reads of each row, gathered on the first search
+  function text(li) {
+    if (!texts.has(li)) {
+      const d = li.dataset, summary = li.querySelector(".summary");
+      texts.set(li, [d.name, d.task, d.library, d.license, summary ? summary.textContent : ""].join(" ").toLowerCase());
+    }
+    return texts.get(li);
+  }
   let words = null;  // model name -> the words of its card, fetched on first search
 
   function loadWords() {
@@ -81,7 +84,7 @@
       if (value === null || value < bounds[0] || value >= bounds[1]) return false;
     }
     if (state.q) {
-      const haystack = text.get(li) + " " + ((words && words[li.dataset.name]) || "");
+      const haystack = text(li) + " " + ((words && words[li.dataset.name]) || "");
       for (const term of state.q.toLowerCase().split(/\s+/)) {
         if (term && !haystack.includes(term)) return false;
       }
@@ -134,7 +137,6 @@
     if (input.tagName === "SELECT" && !Array.from(input.options).some((o) => o.value === value)) continue;
     input.value = value;
   }
-  form.hidden = false;
   form.addEventListener("input", apply);
   form.addEventListener("change", apply);
   form.addEventListener("submit", (event) => { event.preventDefault(); apply(); });
