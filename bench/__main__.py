@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import hub, layer, registry, s3, site, virtual
+from bench import hub, layer, load, registry, s3, site, virtual
 
 BENCHMARKS = {
     "layer": layer.main,
@@ -18,6 +18,7 @@ BENCHMARKS = {
     "registry": registry.main,
     "site": site.main,
     "virtual": virtual.main,
+    "load": load.main,
 }
 
 
