@@ -303,6 +303,30 @@ def test_snippets_name_the_registry_host_and_pin_digests() -> None:
     assert "--tls-verify=false" in local  # a registry on this machine speaks plain HTTP
 
 
+def test_other_formats_get_their_snippets_and_digests() -> None:
+    formats = {
+        "modelkit": {
+            "digest": "sha256:" + "9" * 64,
+            "artifactType": "k",
+            "tags": ["latest-modelkit", "a" * 40 + "-modelkit"],
+        },
+        "modelpack": {
+            "digest": "sha256:" + "8" * 64,
+            "artifactType": "p",
+            "tags": ["latest-modelpack", "a" * 40 + "-modelpack"],
+        },
+    }
+    entry = entry_from_record("org/model", record(formats=formats))
+    texts = {s.key: s.text("models.example.com", insecure=False) for s in snippets(entry)}
+    assert texts["oras"] == "oras pull models.example.com/org/model:latest-modelpack -o model/"
+    assert texts["kit"] == "kit unpack models.example.com/org/model:latest-modelkit -d model/"
+    assert texts["docker-model"] == "docker model pull models.example.com/org/model:latest-modelpack"
+    page = render({"org/model": record(formats=formats)})["org/model/index.html"].decode()
+    assert "ModelPack manifest (latest-modelpack, " in page and "sha256:" + "8" * 64 in page
+    without = {s.key: s.text("h", insecure=False) for s in snippets(entry_from_record("org/model", record()))}
+    assert without["oras"].startswith("mkdir -p model && oras blob fetch") and "kit" not in without
+
+
 def test_index_lists_facts_and_the_filters_options() -> None:
     files = render(
         {

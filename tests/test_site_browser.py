@@ -251,6 +251,16 @@ def test_a_copied_snippet_is_exact_and_buildah_runs_it(
     rootfs = buildah(tmp_path, f"FROM scratch\n{copied['file']}\n")
     built = rootfs / "models/all-minilm-l6-v2/1_Pooling/config.json"
     assert built.read_bytes() == (minilm_directory() / "1_Pooling/config.json").read_bytes()
+    page.click("#s-oras button.copy")
+    oras_line = page.evaluate("navigator.clipboard.readText()")
+    reference = f"{host}/{MINILM}:latest-modelpack"
+    assert oras_line == f"oras pull --plain-http {reference} -o all-minilm-l6-v2/"
+    import oras.client  # the oras CLI is not packaged for Debian: its Python client pulls the same reference
+
+    pulled = oras.client.OrasClient(hostname=host, insecure=True).pull(target=reference, outdir=str(tmp_path / "oras"))
+    assert {Path(p).relative_to(tmp_path / "oras").as_posix() for p in pulled} == {
+        p.relative_to(minilm_directory()).as_posix() for p in minilm_directory().rglob("*") if p.is_file()
+    }
     skopeo = require_tool("skopeo")
     page.click("#s-skopeo button.copy")
     command = page.evaluate("navigator.clipboard.readText()").split()

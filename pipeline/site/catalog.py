@@ -39,6 +39,16 @@ class PlatformManifest:
 
 
 @dataclass(frozen=True)
+class OtherFormat:
+    """The same model in another format (ModelKit, ModelPack): a manifest over the one stored layer."""
+
+    name: str  # "modelkit", "modelpack"
+    digest: str
+    artifact_type: str
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Failure:
     """The last failed build of a model (the store's ``failures/<name>.json``)."""
 
@@ -79,6 +89,7 @@ class ModelEntry:
     built_at: str = ""  # ISO 8601 UTC: when the catalog record was written (``published_at``, from the store)
     card: str = ""  # the card's Markdown, front matter removed
     front_matter: dict[str, Any] = field(default_factory=dict)
+    formats: tuple[OtherFormat, ...] = ()
     failure: Failure | None = None
     record: Mapping[str, Any] = field(default_factory=dict)  # the catalog record as stored, for the JSON API
 
@@ -168,6 +179,7 @@ def entry_from_record(name: str, record: Mapping[str, Any], failure: Failure | N
         built_at=_text(record, "published_at"),
         card=card,
         front_matter=card_data if isinstance(card_data, dict) else front,
+        formats=_formats(record.get("formats")),
         failure=failure,
         record=record,
     )
@@ -223,4 +235,14 @@ def _manifests(value: object) -> tuple[PlatformManifest, ...]:
         PlatformManifest(_text(item, "platform"), _text(item, "digest"))
         for item in value
         if isinstance(item, Mapping) and _text(item, "digest")
+    )
+
+
+def _formats(value: object) -> tuple[OtherFormat, ...]:
+    if not isinstance(value, Mapping):
+        return ()
+    return tuple(
+        OtherFormat(str(name), _text(item, "digest"), _text(item, "artifactType"), _texts(item.get("tags")))
+        for name, item in sorted(value.items())
+        if isinstance(item, Mapping) and _text(item, "digest") and _texts(item.get("tags"))
     )

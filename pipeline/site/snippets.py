@@ -132,19 +132,7 @@ def snippets(entry: ModelEntry) -> list[Snippet]:
                 f" oci:{_basename(entry)}:{entry.tag}",
             ),
         ),
-        Snippet(
-            "oras",
-            "oras: fetch the layer and unpack the files",
-            "shell",
-            (
-                f"mkdir -p {_basename(entry)} && oras blob fetch",
-                Insecure(" --plain-http"),
-                " --output - ",
-                HOST,
-                f"/{entry.name}@{entry.layer_digest} | tar -xzf - -C {_basename(entry)}/",
-            ),
-            note="The layer is a plain tar+gzip: any tar reads it. (oras pull skips layers without a file name.)",
-        ),
+        _oras(entry),
         Snippet(
             "podman",
             "podman: pull the image",
@@ -152,7 +140,58 @@ def snippets(entry: ModelEntry) -> list[Snippet]:
             ("podman pull", Insecure(" --tls-verify=false"), " ", *image_ref(entry)),
         ),
     ]
+    modelkit = format_ref(entry, "modelkit")
+    if modelkit:
+        result.append(
+            Snippet(
+                "kit",
+                "KitOps: unpack the ModelKit",
+                "shell",
+                ("kit unpack", Insecure(" --plain-http"), " ", *modelkit, f" -d {_basename(entry)}/"),
+            )
+        )
+    modelpack = format_ref(entry, "modelpack")
+    if modelpack:
+        result.append(
+            Snippet(
+                "docker-model", "Docker Model Runner: pull the ModelPack", "shell", ("docker model pull ", *modelpack)
+            )
+        )
     return result
+
+
+def format_ref(entry: ModelEntry, name: str) -> tuple[Part, ...]:
+    """``HOST/name:<tag>-<format>``, the tag of that format beside the entry's tag; () without that format."""
+    for other in entry.formats:
+        if other.name == name:
+            index = entry.tags.index(entry.tag) if entry.tag in entry.tags else 0  # format tags follow tags' order
+            return (HOST, f"/{entry.name}:{other.tags[index] if index < len(other.tags) else other.tags[0]}")
+    return ()
+
+
+def _oras(entry: ModelEntry) -> Snippet:
+    """oras pull of the ModelPack (one titled layer per file); without one, the layer through any tar."""
+    modelpack = format_ref(entry, "modelpack")
+    if modelpack:
+        return Snippet(
+            "oras",
+            "oras: pull the files (ModelPack)",
+            "shell",
+            ("oras pull", Insecure(" --plain-http"), " ", *modelpack, f" -o {_basename(entry)}/"),
+        )
+    return Snippet(
+        "oras",
+        "oras: fetch the layer and unpack the files",
+        "shell",
+        (
+            f"mkdir -p {_basename(entry)} && oras blob fetch",
+            Insecure(" --plain-http"),
+            " --output - ",
+            HOST,
+            f"/{entry.name}@{entry.layer_digest} | tar -xzf - -C {_basename(entry)}/",
+        ),
+        note="The layer is a plain tar+gzip: any tar reads it. (oras pull skips layers without a file name.)",
+    )
 
 
 def _example_file(entry: ModelEntry) -> str:
