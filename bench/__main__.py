@@ -3,13 +3,14 @@
 python -m bench layer      the eStargz layer writer vs the reference writer
 python -m bench site       the catalog site: render time, index weight, Lighthouse
 python -m bench virtual    virtual blob GETs vs stored blob GETs; storage of every format
+python -m bench stream     streaming from the Hub into a bucket vs snapshot_download alone
 """
 
 from __future__ import annotations
 
 import sys
 
-from bench import hub, layer, load, registry, s3, site, virtual
+from bench import hub, layer, load, registry, s3, site, stream, virtual
 
 BENCHMARKS = {
     "layer": layer.main,
@@ -19,6 +20,7 @@ BENCHMARKS = {
     "site": site.main,
     "virtual": virtual.main,
     "load": load.main,
+    "stream": stream.main,
 }
 
 
