@@ -65,6 +65,16 @@ def reference_verify(blob: Path, *expected: str) -> tuple[int, dict[str, Any]]:
     return result.returncode, json.loads(result.stdout)
 
 
+def reference_build(source_tar: Path, blob: Path, *options: str) -> LayerResult:
+    """Build ``blob`` from a tar with the reference eStargz writer (``estargz-ref build``); describe it."""
+    tool = require_tool("estargz-ref")
+    built = json.loads(run(tool, "build", str(source_tar), str(blob), *options).stdout)
+    status, report = reference_verify(blob, "--toc-digest", built["toc_digest"], "--diff-id", built["diff_id"])
+    assert status == 0, report["errors"]
+    size = int(report["uncompressed_tar_bytes"])
+    return LayerResult(built["blob_digest"], built["output_bytes"], built["diff_id"], built["toc_digest"], size, ())
+
+
 def verify_with_reference(blob: Path, layer: LayerResult) -> dict[str, Any]:
     """Check a layer blob with the reference eStargz reader, against the layer's digests; its report."""
     status, report = reference_verify(blob, "--toc-digest", layer.toc_digest, "--diff-id", layer.diff_id)

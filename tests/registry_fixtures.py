@@ -6,6 +6,7 @@ Every server binds 127.0.0.1 on a free port and is stopped by the test that star
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -19,7 +20,8 @@ from moto.server import ThreadedMotoServer
 
 from pipeline.build.publish import BuiltImage, build_and_publish
 from pipeline.build.source import files_from_dir
-from pipeline.oci.image import ImageMetadata
+from pipeline.oci.estargz import LayerResult
+from pipeline.oci.image import Image, ImageMetadata, build_image
 from pipeline.store import Store
 from tests.conftest import write_tree
 
@@ -54,6 +56,18 @@ def publish(store: Store, root: Path, files: Mapping[str, bytes], name: str = NA
     """Write ``files`` under ``root`` and publish them to ``store`` as ``name:latest`` (and the revision tag)."""
     write_tree(root, files)
     return build_and_publish(store, files_from_dir(root), name=name, tags=["latest", "b" * 40], metadata=METADATA)
+
+
+def publish_blob(store: Store, blob: Path, layer: LayerResult, name: str) -> Image:
+    """Publish a layer blob written elsewhere (the reference writer's) as the image ``name:latest``."""
+    with store.blob_writer() as writer, open(blob, "rb") as source:
+        shutil.copyfileobj(source, writer)  # type: ignore[misc]
+        writer.commit(expected=layer.digest)
+    image = build_image(layer, METADATA)
+    for item in image.blobs_in_publish_order():
+        store.put_blob(item.data)
+    store.put_tag(name, "latest", image.index.descriptor)
+    return image
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Golden digests: the exact bytes of format 1 for a fixed fixture.
+"""Golden digests: the exact bytes of format 2 for a fixed fixture.
 
 If this fails, the bytes of every image changed: the tar rules, the TOC, the compressor (its version or
 level), the chunk size, or the image JSON. If that was not the intent, it is a bug. If it was, bump
@@ -47,17 +47,17 @@ METADATA = ImageMetadata(
 )
 
 GOLDEN = {
-    "layer": "sha256:749c4841ebe111777edd19ccfafeb74ac9dbc4bc1c298ea4749955ac2d141b5e",
-    "diff_id": "sha256:54d8cd022a7ee462c198785ff0dcee62a486f4da2583deb6f7a6c1b728b7c5b8",
-    "toc": "sha256:522e60f7b97de0a0a530d28a13e21365ca006981940e62c86470f7f95b405f71",
-    "index": "sha256:c1b15f6d41a336112defb599b90568104682b096ff1a4697a3b215ceb13fcb08",
+    "layer": "sha256:9a656a301d8465bef4d91b89e23019408d4791e954109eac854a217a471aa2e1",
+    "diff_id": "sha256:83f688c84308940e779369bf5b7505e1d565d1f0ff678bc2e6ff83ed8d3f67eb",
+    "toc": "sha256:f28aa1dfea38e5879653308af115f1de8acbc9e37295ab1f2a1f597674a97819",
+    "index": "sha256:906c817587622302fccc4ea22341c120381bc47557f6d3f1cff42799e7b7148a",
     "manifests": [
-        "sha256:6ffe75fa7ca946eb4b43775066a28be52c1ccb5063b42a8d692cb803d988d956",
-        "sha256:abf5c88f7809f0148eb8920130eaa2f0eebf2128dec44748023f09dfdb4df629",
+        "sha256:3bf6870a78c5ba7fc5a62ea995d81305e547dff540936d3f4c714a268647a106",
+        "sha256:bd6326ba79cabf59ce0eb76ea9b397cdc4900215f542c4c5589c2ffa521eecc1",
     ],
     "configs": [
-        "sha256:7747a54de49b02c66ee7cfa50680749c75874e9603bfd24509178e51b96b4c2a",
-        "sha256:81b85de0b32d303bedbdf155f33ed2701d16ba3774b489bc29bcd6a5c0ab4c56",
+        "sha256:d2622708ccd6b8cf6f8203a24d134798865c0573d4ad0e07ad40406f0418130c",
+        "sha256:85955242283d4c793d6efc5ae019f010a103dbd4651beb6835f20dc0c023783f",
     ],
 }
 
@@ -95,8 +95,8 @@ def digests(built: BuiltImage) -> dict[str, object]:
     }
 
 
-def test_format_1_digests_are_pinned(tmp_path: Path) -> None:
-    assert FORMAT_VERSION == "1"
+def test_format_2_digests_are_pinned(tmp_path: Path) -> None:
+    assert FORMAT_VERSION == "2"
     built = build_fixture(tmp_path, threads=2)
     assert digests(built) == GOLDEN
     verify_with_reference(tmp_path / "store" / blob_key(built.layer.digest), built.layer)

@@ -226,7 +226,7 @@ def test_moved_tag_and_format_change(
     assert store.get_tag("org/tiny-model", TINY_REVISION) == store.get_tag("org/tiny-model", "latest")
 
     # An image of another format version is rebuilt.
-    monkeypatch.setattr(image, "FORMAT_VERSION", "2")
+    monkeypatch.setattr(image, "FORMAT_VERSION", FORMAT_VERSION + "-next")
     (rebuilt,) = build(hub, store, tmp_path, tiny())
     assert rebuilt.status == "built" and rebuilt.detail != first.detail
     (forced,) = build(hub, store, tmp_path, tiny(), force=True)

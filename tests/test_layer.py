@@ -86,9 +86,13 @@ def test_the_reference_reader_accepts_the_blob(tmp_path: Path, tree: MakeTree) -
     assert report["plain_extract_sees_toc"] is False
     assert report["blob_digest"] == layer.digest
     assert report["uncompressed_tar_bytes"] == layer.uncompressed_size
-    assert report["regular_files"] == len(EDGE_CASES)
+    assert report["regular_files"] == len(EDGE_CASES) + 1  # and the landmark
     # 9 MiB + 17 bytes is three chunks, 4 MiB + 1 two, exactly 4 MiB one.
-    assert report["entries_by_type"] == {"dir": 45, "reg": len(EDGE_CASES), "chunk": 3}
+    assert report["entries_by_type"] == {"dir": 45, "reg": len(EDGE_CASES) + 1, "chunk": 3}
+    # No prefetch (a client's prefetch would take the first files whole: often the weights), and no
+    # landmark file in the user's image.
+    assert report["landmark"] == ".no.prefetch.landmark"
+    assert report["plain_extract_sees_landmark"] is False
 
 
 def test_a_model_with_no_files_is_a_valid_empty_layer(tmp_path: Path, tree: MakeTree) -> None:
@@ -112,14 +116,20 @@ def test_layout_members_toc_and_footer(tmp_path: Path, tree: MakeTree) -> None:
         toc = json.loads(archive.extractfile(member).read())  # type: ignore[union-attr]
     assert member.name == "stargz.index.json"
     entries = toc["entries"]
-    assert [(e["name"], e["type"]) for e in entries] == [("a.bin", "reg"), ("a.bin", "chunk"), ("b.txt", "reg")]
-    first, second, small = entries
+    assert [(e["name"], e["type"]) for e in entries] == [
+        ("a.bin", "reg"),
+        ("a.bin", "chunk"),
+        ("b.txt", "reg"),
+        (".no.prefetch.landmark", "reg"),  # after the end-of-archive marker, like the TOC
+    ]
+    first, second, small, landmark = entries
+    assert landmark["offset"] < toc_offset and landmark["size"] == 1
     assert first["chunkSize"] == 4 * MiB and "chunkSize" not in second  # the last chunk's size is implicit
     assert second["chunkOffset"] == 4 * MiB
     assert first["digest"] == layer.files[0].digest
     assert all(e["offset"] > 0 and e["chunkDigest"].startswith("sha256:") for e in entries)
     # Every chunk starts its own gzip member, which begins with the chunk's bytes.
-    for entry, content in ((first, b"x" * (4 * MiB)), (second, b"x" * MiB), (small, b"b")):
+    for entry, content in ((first, b"x" * (4 * MiB)), (second, b"x" * MiB), (small, b"b"), (landmark, b"\x0f")):
         member_bytes = gzip.GzipFile(fileobj=io.BytesIO(data[entry["offset"] :])).read(len(content))
         assert member_bytes == content
     assert layer.annotations == {

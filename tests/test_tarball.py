@@ -73,6 +73,8 @@ def test_sizes_of_8_gib_and_more_use_a_pax_size_record() -> None:
         ("./a", "'.'"),
         ("a//b", "empty"),
         ("stargz.index.json", "reserved"),
+        (".no.prefetch.landmark", "reserved"),
+        (".prefetch.landmark", "reserved"),
         ("a\0b", "NUL"),
     ],
 )
@@ -81,8 +83,9 @@ def test_paths_that_could_escape_or_confuse_are_refused(path: str, why: str) -> 
         plan_entries([(path, 1)])
 
 
-def test_a_nested_stargz_index_json_is_an_ordinary_file() -> None:
-    assert [e.name for e in plan_entries([("sub/stargz.index.json", 1)])] == ["sub", "sub/stargz.index.json"]
+def test_nested_reserved_names_are_ordinary_files() -> None:
+    for name in ("stargz.index.json", ".no.prefetch.landmark"):
+        assert [e.name for e in plan_entries([(f"sub/{name}", 1)])] == ["sub", f"sub/{name}"]
 
 
 def test_a_file_that_is_also_a_directory_is_refused() -> None:

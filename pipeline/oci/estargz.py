@@ -5,9 +5,16 @@ The blob is what DESIGN §4 specifies, byte for byte the same whatever the threa
     member 0            tar headers before the first file content (directories, the first file's header)
     member 1..n         one per 4 MiB chunk of file content: the chunk, then whatever tar bytes follow it
                         up to the next chunk (padding, later headers; after the last chunk the tar
-                        end-of-archive marker, so plain extractors stop before the TOC)
+                        end-of-archive marker, so plain extractors stop there, then the landmark's header)
+    landmark member     the one byte of ``.no.prefetch.landmark`` and its padding
     TOC member          the ``stargz.index.json`` tar entry alone
     footer              a 51-byte empty gzip member whose extra field holds the TOC member's offset
+
+The landmark tells stargz snapshotters not to prefetch: a client that asks for a prefetch (ctr-remote
+asks for 10 MiB) would otherwise fetch the first files of the layer whole, and in a model repository
+that is often the weights. Like the TOC it comes after the end-of-archive marker, so GNU tar, Python's
+tarfile, containerd's applier and ``COPY --from`` never create it; the snapshotter finds it in the TOC
+(and hides it from the mount). It is what the reference writer writes, with the same one byte.
 
 Every member is an independent raw-deflate stream with a fixed gzip header, which is what lets
 chunks compress in parallel without the output depending on the number of threads.
@@ -23,6 +30,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import struct
@@ -173,7 +181,19 @@ class LayerPlan:
                 previous = Chunk(file, offset, size, toc_entry, file_entry)
             pending += tarball.padding(entry.size)
         pending += tarball.END_OF_ARCHIVE
+        # After the end of the archive, where only eStargz readers look: the landmark (see the module doc).
+        pending += tarball.regular_file_header(tarball.NO_PREFETCH_LANDMARK, len(_LANDMARK_CONTENT), self.mtime)
         yield Member(previous, bytes(pending))
+        landmark = TocEntry(
+            name=tarball.NO_PREFETCH_LANDMARK,
+            type="reg",
+            size=len(_LANDMARK_CONTENT),
+            modtime=modtime,
+            mode=tarball.FILE_MODE,
+        )
+        self.toc.append(landmark)
+        chunk = Chunk(_LANDMARK_FILE, 0, len(_LANDMARK_CONTENT), landmark, landmark)
+        yield Member(chunk, tarball.padding(len(_LANDMARK_CONTENT)))
 
 
 def write_layer(
@@ -227,7 +247,7 @@ def write_layer(
                 pending.append(write_pool.submit(write_member, member, compressed))
                 while len(pending) > 2 * (workers + 1):
                     pending.popleft().result()
-                if on_progress is not None and data:
+                if on_progress is not None and data and member.chunk.file is not _LANDMARK_FILE:  # type: ignore[union-attr]
                     on_progress(len(data))
             while pending:
                 pending.popleft().result()
@@ -258,7 +278,11 @@ def write_layer(
         diff_id=f"{ALGORITHM}:{stream.diff.hexdigest()}",
         toc_digest=sha256_digest(toc_json),
         uncompressed_size=stream.size,
-        files=tuple(FileRecord(e.name, e.size, e.digest) for e in plan.toc if e.type == "reg"),
+        files=tuple(
+            FileRecord(e.name, e.size, e.digest)
+            for e in plan.toc
+            if e.type == "reg" and e.name != tarball.NO_PREFETCH_LANDMARK  # no model file has that name
+        ),
     )
 
 
@@ -271,6 +295,9 @@ def footer(toc_offset: int) -> bytes:
 
 
 _EMPTY_DIGEST = sha256_digest(b"")
+# The landmark's content is what the reference writer puts there; readers only look at its name.
+_LANDMARK_CONTENT = b"\x0f"
+_LANDMARK_FILE = LayerFile(tarball.NO_PREFETCH_LANDMARK, len(_LANDMARK_CONTENT), lambda: io.BytesIO(_LANDMARK_CONTENT))
 
 
 def _compress_member(data: bytes, tail: bytes) -> tuple[tuple[bytes, bytes, bytes], str]:

@@ -12,7 +12,7 @@ import isal
 
 from pipeline.errors import ModelyardError
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
 
 # python-isal releases bundle a given ISA-L; a different release may deflate differently.
 COMPRESSOR = "isal"

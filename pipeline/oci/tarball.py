@@ -32,6 +32,14 @@ DIR_MODE = 0o755
 
 # The name that eStargz readers reserve for the table of contents at the root of a layer.
 TOC_NAME = "stargz.index.json"
+# Root entries that stargz snapshotters take as prefetch instructions, and hide from the mounted image.
+NO_PREFETCH_LANDMARK = ".no.prefetch.landmark"
+PREFETCH_LANDMARK = ".prefetch.landmark"
+_RESERVED = {
+    TOC_NAME: "eStargz readers take it for the layer's table of contents",
+    NO_PREFETCH_LANDMARK: "stargz snapshotters take it as a prefetch instruction and hide it",
+    PREFETCH_LANDMARK: "stargz snapshotters take it as a prefetch instruction and hide it",
+}
 
 _NAME_FIELD = 100
 _PREFIX_FIELD = 155
@@ -67,8 +75,8 @@ def check_path(path: str) -> None:
         problem = "contains a backslash"
     elif any(part in ("", ".", "..") for part in path.split("/")):
         problem = "has an empty, '.' or '..' component"
-    elif path == TOC_NAME:
-        problem = f"is reserved: eStargz readers take a root '{TOC_NAME}' for the layer's table of contents"
+    elif path in _RESERVED:
+        problem = f"is reserved at the root: {_RESERVED[path]}"
     else:
         try:
             path.encode("utf-8")
@@ -142,7 +150,7 @@ def header(entry: TarEntry, mtime: int) -> bytes:
 
 
 def regular_file_header(name: str, size: int, mtime: int) -> bytes:
-    """The header of a regular file that is not part of the model (the eStargz TOC entry)."""
+    """The header of a regular file that is not part of the model (the eStargz TOC, the landmark)."""
     return header(TarEntry(name, "reg", size), mtime)
 
 
