@@ -65,9 +65,9 @@ GOLDEN = {
 # The other formats of the fixture's image (ModelKit, ModelPack): their manifests name the index as
 # subject and the ModelKit's Kitfile names the layer, so any change above changes them too.
 GOLDEN_FORMATS = {
-    "modelkit": "sha256:2a8d35032d98851d23380f47a3e5af5e11da5e0884131beed88fe4025132a1e2",
-    "modelkit config": "sha256:fd32f832808270f0bb65ac8b25eb55751437d48f3268098577e1816d68b91d59",
-    "modelpack": "sha256:9e161ddf51962e4c22918f0a3ed0fc3fa0aba04c661fbcf8e71454c8df18c154",
+    "modelkit": "sha256:7dbf77f0a185f251a344a245d0932b79166904d808772e49bca1a0aba5a81d03",
+    "modelkit config": "sha256:05d9b2dc504571e0e15445f9a87b03b3a82dec8fb8e5d8541ba1c65a8fe3a600",
+    "modelpack": "sha256:5165c413c0e886120ee6ed07c5a5ab08f12660246e5efa182c37b3214a8fabf4",
     "modelpack config": "sha256:f86293752f4c8b35e7fed496d26d56c33bed1ec6323e2a2fdd11f9fe4cedc24e",
 }
 
