@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import sys
 
-from bench import hub, layer, registry, s3, virtual
+from bench import hub, layer, load, registry, s3, virtual
 
-BENCHMARKS = {"layer": layer.main, "hub": hub.main, "s3": s3.main, "registry": registry.main, "virtual": virtual.main}
+BENCHMARKS = {
+    "layer": layer.main,
+    "hub": hub.main,
+    "s3": s3.main,
+    "registry": registry.main,
+    "virtual": virtual.main,
+    "load": load.main,
+}
 
 
 def main() -> None:

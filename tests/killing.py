@@ -31,15 +31,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Runs `modelyard ARGS`, standing still just before the first rename onto, HTTP request naming, or
-# read of MARKER, until the file PAUSE_RESUME appears (or a SIGKILL comes).
+# Runs `modelyard ARGS`, standing still just before the PAUSE_NTH-th rename onto, HTTP request naming,
+# or read of MARKER, until the file PAUSE_RESUME appears (or a SIGKILL comes).
 HARNESS = """
 import os, sys, time
 marker, ready, resume = os.environ["PAUSE_MARKER"], os.environ["PAUSE_READY"], os.environ["PAUSE_RESUME"]
+left = int(os.environ["PAUSE_NTH"])
 paused = False
 
 def stand_still():
-    global paused
+    global paused, left
+    left -= 1
+    if left:
+        return
     paused = True
     with open(ready, "w") as note:
         note.write(str(os.getpid()))
@@ -77,12 +81,20 @@ class Paused:
     ready: Path  # appears when the process stands still
     log: Path  # its stdout and stderr
 
-    def wait_until_paused(self, timeout: float = 120) -> None:
+    def wait_until_paused(self, timeout: float = 120) -> bool:
+        """True once the process stands still; False if it ended without reaching the marker."""
         deadline = time.monotonic() + timeout
         while not self.ready.exists():
-            if self.process.poll() is not None or time.monotonic() > deadline:
+            if self.process.poll() is not None:
+                return False
+            if time.monotonic() > deadline:
                 pytest.fail(f"modelyard never reached {self.marker!r}:\n{self.output()}")
             time.sleep(0.02)
+        return True
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
 
     def resume(self) -> None:
         Path(f"{self.ready}.resume").touch()
@@ -91,8 +103,10 @@ class Paused:
         return self.log.read_text(errors="replace")
 
 
-def start_paused(marker: str, args: Sequence[str], workdir: Path, env: Mapping[str, str] | None = None) -> Paused:
-    """Start ``modelyard ARGS``, to stand still when it reaches ``marker``."""
+def start_paused(
+    marker: str, args: Sequence[str], workdir: Path, env: Mapping[str, str] | None = None, nth: int = 1
+) -> Paused:
+    """Start ``modelyard ARGS``, to stand still when it reaches ``marker`` for the ``nth`` time."""
     ready = workdir / f"paused-{time.monotonic_ns()}"
     log = workdir / f"{ready.name}.log"
     environment = {
@@ -101,6 +115,7 @@ def start_paused(marker: str, args: Sequence[str], workdir: Path, env: Mapping[s
         "PAUSE_MARKER": marker,
         "PAUSE_READY": str(ready),
         "PAUSE_RESUME": f"{ready}.resume",
+        "PAUSE_NTH": str(nth),
     }
     with open(log, "wb") as output:
         process = subprocess.Popen(
@@ -116,9 +131,9 @@ def paused_at(
     """Start ``modelyard ARGS``, wait until it stands still at ``marker``, yield it, then SIGKILL it."""
     paused = start_paused(marker, args, workdir, env)
     try:
-        paused.wait_until_paused()
+        if not paused.wait_until_paused():
+            pytest.fail(f"modelyard {' '.join(args)} ended before {marker!r}:\n{paused.output()}")
         yield paused.process
     finally:
-        paused.process.send_signal(signal.SIGKILL)
-        paused.process.wait()
+        paused.kill()
     assert paused.process.returncode == -signal.SIGKILL

@@ -45,7 +45,7 @@ def test_two_builds_sharing_the_cache(hub: FixtureHub, tmp_path: Path) -> None:
     # The first build stops as it starts reading the downloaded weights into the layer...
     weights = f"models--Org--Tiny-Model/snapshots/{TINY_REVISION}/model.safetensors"
     first = start_paused(weights, args, tmp_path, env)
-    first.wait_until_paused()
+    assert first.wait_until_paused(), first.output()
     # ...while a second build of the same models file, with the same cache, starts.
     with open(tmp_path / "second.log", "wb") as log:
         second = subprocess.Popen(

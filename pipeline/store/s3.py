@@ -270,11 +270,11 @@ class S3Backend:
             self.copy(key, key)  # a multipart copy makes a new object, hence a new time
 
     def incomplete_uploads(self) -> Iterator[IncompleteUpload]:
+        """Multipart uploads never completed: streaming uploads under uploads/, and multipart copies of
+        layers over 5 GiB to their digest key (a kill during the copy leaves one under blobs/)."""
         base = f"{self.prefix}/" if self.prefix else ""
         try:
-            pages = self.client.get_paginator("list_multipart_uploads").paginate(
-                Bucket=self.bucket, Prefix=base + UPLOADS_PREFIX
-            )
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=base)
             for page in pages:
                 for upload in page.get("Uploads", []):
                     yield IncompleteUpload(
