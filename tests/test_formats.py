@@ -406,3 +406,16 @@ def test_the_chunk_cache_keeps_checked_chunks_most_recently_used_first() -> None
     with pytest.raises(IntegrityError):
         cache.load("layer", chunk(7), corrupt)
     assert cache.load("layer", chunk(7), reading(b"good")) == b"good"  # a failure is never kept
+
+
+def test_a_walk_counts_virtual_blobs_present_while_their_layer_is(published: Published) -> None:
+    from pipeline.oci.references import missing
+
+    store = published.store
+    for tag in store.tags(NAME):
+        assert missing(store, store.get_tag(NAME, tag)) == [], tag  # type: ignore[arg-type]
+    store.backend.delete(blob_key(published.built.layer.digest))
+    lost = missing(store, store.get_tag(NAME, "latest-modelpack"))  # type: ignore[arg-type]
+    assert {d.digest for d in lost} == {published.built.layer.digest} | {
+        sha256(data) for data in published.files.values()
+    }

@@ -225,9 +225,10 @@ class Blobs:
         return None if blob is None or self.store.has_blob(digest) else blob
 
     def present(self, descriptor: Descriptor) -> bool:
-        """Whether the blob can be read: stored, or virtual and its layer stored."""
+        """Whether the blob can be read: stored (at its size), or virtual and its layer stored."""
         blob = self.virtual(descriptor.digest)
-        return self.store.has_blob(blob.layer.digest if blob is not None else descriptor.digest)
+        stored = blob.layer if blob is not None else descriptor
+        return self.store.blob_size(stored.digest) == stored.size
 
     def read_range(self, descriptor: Descriptor, start: int, end: int) -> Iterator[bytes]:
         """Bytes ``start:end`` of the blob; raises NotFoundError when it is absent (or its layer is)."""
