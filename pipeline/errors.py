@@ -52,6 +52,10 @@ class NotFoundError(StoreError):
     """A blob, tag or record is not in the store."""
 
 
+class MissingStoreError(StoreError):
+    """The store itself does not exist: a mistyped ``--store``, a bucket never created."""
+
+
 class HubError(ModelyardError):
     """Hugging Face refused or failed a request (not found, gated, network)."""
 
@@ -66,3 +70,7 @@ class MissingRevisionError(HubError):
 
 class GatedModelError(HubError):
     """The repository is gated: its files need a token of an account that accepted its conditions."""
+
+
+class HubUnavailableError(HubError):
+    """The Hub could not be reached or kept failing (network, timeouts, 429, 5xx) through every retry."""

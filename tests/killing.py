@@ -10,7 +10,7 @@ is the same on every run, where a timer would race the build.
 
 Example::
 
-    with paused_at("catalog/org/model.json", ["build", "--models", "m.yaml"], tmp_path) as process:
+    with paused_at("catalog/org/model.json", ["build", "--models", "m.yaml", "--all"], tmp_path) as process:
         assert store.get_catalog("org/model") is None
     # the process was killed with SIGKILL at that moment
 """

@@ -47,6 +47,7 @@ def test_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing'} is not a directory"
     assert main(["build", "--from-dir", str(tmp_path), "--name", "a//b"]) == 1
     assert "is not a Hugging Face repo id" in capsys.readouterr().err
+    (tmp_path / "s").mkdir()
     assert main(["export-oci-layout", "a/b:v1", str(tmp_path / "o"), "--store", str(tmp_path / "s")]) == 1
     assert "a/b:v1 is not in the store" in capsys.readouterr().err
 

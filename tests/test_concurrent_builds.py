@@ -39,7 +39,16 @@ def test_two_builds_sharing_the_cache(hub: FixtureHub, tmp_path: Path) -> None:
     entries = "".join(f'  - name: {name}\n    sha: "{TINY_REVISION}"\n' for name in ("Org/Tiny-Model", "gpt2"))
     models.write_text(f"models:\n{entries}")
     store_root = tmp_path / "store"
-    args = ["build", "--models", str(models), "--store", str(store_root), "--cache-dir", str(tmp_path / "cache")]
+    args = [
+        "build",
+        "--all",
+        "--models",
+        str(models),
+        "--store",
+        str(store_root),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     env = {"HF_ENDPOINT": hub.url}
 
     # The first build stops as it starts reading the downloaded weights into the layer...

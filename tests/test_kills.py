@@ -55,7 +55,7 @@ def test_a_kill_between_the_tags_and_the_catalog_record(hub: FixtureHub, tmp_pat
     models.write_text(f'models:\n  - name: Org/Tiny-Model\n    sha: "{TINY_REVISION}"\n')
     with a_store(kind, tmp_path) as (location, env):
         env = {**env, "HF_ENDPOINT": hub.url}
-        args = ["build", "--models", str(models), "--store", location, "--cache-dir", str(tmp_path / "cache")]
+        args = ["build", "--all", "--models", str(models), "--store", location, "--cache-dir", str(tmp_path / "cache")]
         store = open_store(location)
         with paused_at(f"catalog/{NAME}.json", args, tmp_path, env):
             # The revision tag (the last one) has just appeared; the record is about to be written.
@@ -107,7 +107,16 @@ def test_killed_between_any_two_kinds_of_writes_then_run_again(hub: FixtureHub, 
         env = {**env, "HF_ENDPOINT": hub.url}
         for point, (key, nth) in enumerate(KILL_POINTS):
             where = f"{location}-{point}"
-            args = ["build", "--models", str(models), "--store", where, "--cache-dir", str(tmp_path / f"c{point}")]
+            args = [
+                "build",
+                "--all",
+                "--models",
+                str(models),
+                "--store",
+                where,
+                "--cache-dir",
+                str(tmp_path / f"c{point}"),
+            ]
             # A write: a rename into the local store; a PUT (object, part, copy) to the bucket.
             marker = f"{where}/{key}" if kind == "local" else f"PUT /{where.removeprefix('s3://')}/{key}"
             paused = start_paused(marker, args, tmp_path, env, nth=nth)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
 import os
+import socket
+import subprocess
+import sys
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -16,7 +21,7 @@ from pipeline.build.source import files_from_dir
 from pipeline.errors import ModelyardError
 from pipeline.oci.image import MEDIA_TYPE_INDEX, ImageMetadata
 from pipeline.remote.push import push_images
-from pipeline.store import Store
+from pipeline.store import LocalBackend, Store
 from tests.cncf_registry import cncf_registry
 from tests.conftest import require_tool, run
 
@@ -98,3 +103,67 @@ def test_push_errors_are_clear(store: Store, tmp_path: Path) -> None:
         push_images(store, registry.host, names=["org/none"], insecure=True)
     with pytest.raises(ModelyardError, match="not a valid OCI repository name"):
         push_images(store, "127.0.0.1:1/Bad_Prefix", insecure=True)
+
+
+def _published_store(tmp_path: Path, tree: MakeTree) -> Path:
+    root = tmp_path / "store"
+    build_and_publish(
+        Store(LocalBackend(root)),
+        files_from_dir(tree({"config.json": b"{}"})),
+        name="org/model",
+        tags=["latest"],
+        metadata=ImageMetadata(title="org/model"),
+    )
+    return root
+
+
+def _push(store: Path, destination: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "pipeline", "push", "--to", destination, "--insecure", "--store", str(store)]
+    # The bound of the test: oras-py alone used to retry for 132 s before a raw urllib3 line.
+    return subprocess.run(command, capture_output=True, text=True, timeout=20)
+
+
+def test_push_to_a_registry_that_is_down_fails_in_seconds(tmp_path: Path, tree: MakeTree) -> None:
+    store = _published_store(tmp_path, tree)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound but not listening: every connection is refused
+        host = f"127.0.0.1:{closed.getsockname()[1]}"
+        result = _push(store, f"{host}/mirror")
+    assert result.returncode == 1
+    *retries, error = [line for line in result.stderr.splitlines() if line.strip()]
+    head = f"HEAD http://{host}/v2/mirror/org/model/blobs/sha256:"
+    assert [line.startswith(f"push: {head}") for line in retries] == [True, True]
+    assert [line.split(": connection refused; ")[1] for line in retries] == [
+        "retry 1 of 2 in 0.5 s",
+        "retry 2 of 2 in 2.0 s",
+    ]
+    assert error.startswith(
+        f"error: cannot push to the registry at http://{host}: connection refused (3 attempts; {head}"
+    )
+
+
+class _Unavailable(http.server.BaseHTTPRequestHandler):
+    def do_HEAD(self) -> None:
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_POST = do_HEAD
+
+    def log_message(self, *args: object) -> None: ...
+
+
+def test_push_to_a_registry_that_answers_503_retries_a_few_times(tmp_path: Path, tree: MakeTree) -> None:
+    store = _published_store(tmp_path, tree)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        result = _push(store, host)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 1
+    *retries, error = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(retries) == 4 and all(": HTTP 503; retry " in line for line in retries)  # the HEAD, then the POST
+    assert error == f"error: {host}/org/model: the registry refused to start an upload (503)"

@@ -255,7 +255,7 @@ def test_a_killed_streaming_build_converges(tmp_path: Path, backend: str, reques
     models = tmp_path / "models.yaml"
     models.write_text(f'models:\n  - name: {GENERATED_ID}\n    sha: "{GENERATED_REVISION}"\n')
     with FixtureHub([generated_repo(48 * MiB)], rate=4e6) as hub:  # 4 MB/s a connection: about 2 s
-        command = [sys.executable, "-m", "pipeline", "build", "--models", str(models), "--store", location]
+        command = [sys.executable, "-m", "pipeline", "build", "--all", "--models", str(models), "--store", location]
         command += ["--download", "stream", "--cache-dir", str(tmp_path / "cache")]
         env = {**os.environ, **s3_env, "HF_ENDPOINT": hub.url}
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -6,11 +6,13 @@ import argparse
 import socket
 from pathlib import Path
 
+import boto3
 import pytest
 
-from pipeline.errors import ModelyardError
+from pipeline.errors import MissingStoreError, ModelyardError
 from pipeline.store import LocalBackend
 from pipeline.store.s3 import S3Backend
+from tests.registry_fixtures import moto_s3
 from worker.cli import open_serving_store, register
 
 
@@ -50,13 +52,25 @@ def test_help_teaches_by_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert "COPY --from=127.0.0.1:5000/org/model /config.json ." in text
 
 
-def test_the_served_store(tmp_path: Path) -> None:
+def test_the_served_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert isinstance(open_serving_store(str(tmp_path)).backend, LocalBackend)
-    with pytest.raises(ModelyardError, match="no store at"):
+    with pytest.raises(MissingStoreError, match="no store at"):
         open_serving_store(str(tmp_path / "missing"))
-    backend = open_serving_store("s3://models/prod").backend
-    assert isinstance(backend, S3Backend) and (backend.bucket, backend.prefix) == ("models", "prod")
-    assert backend.client.meta.config.connect_timeout == 3  # a store that is down answers 503 quickly
+    with moto_s3() as s3:
+        boto3.session.Session().client("s3").put_object(Bucket="models", Key="prod/catalog/a.json", Body=b"{}")
+        backend = open_serving_store("s3://models/prod").backend
+        assert isinstance(backend, S3Backend) and (backend.bucket, backend.prefix) == ("models", "prod")
+        assert backend.client.meta.config.connect_timeout == 3  # a store that is down answers 503 quickly
+        with pytest.raises(MissingStoreError, match="no store at s3://models/prdo: nothing is stored"):
+            open_serving_store("s3://models/prdo")
+        with pytest.raises(MissingStoreError, match=f"no bucket 'nope' at {s3.endpoint}"):
+            open_serving_store("s3://nope/prod")
+    with socket.socket() as closed, pytest.MonkeyPatch.context() as patch:
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        for key, value in {**s3.env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{closed.getsockname()[1]}"}.items():
+            patch.setenv(key, value)
+        assert isinstance(open_serving_store("s3://models/prod").backend, S3Backend)  # down for now: served, 503s
+    assert "serving anyway (503 until the store answers)" in capsys.readouterr().err
 
 
 def test_a_busy_port_is_a_clear_error(tmp_path: Path) -> None:

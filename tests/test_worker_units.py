@@ -132,7 +132,7 @@ def test_v2_paths(path: str, endpoint: paths.Endpoint) -> None:
         ("/v2/Org/model/manifests/latest", 400, "NAME_INVALID"),
         ("/v2/../../etc/manifests/latest", 400, "NAME_INVALID"),
         ("/v2/org//model/manifests/latest", 400, "NAME_INVALID"),
-        ("/v2/org/model/manifests/-bad", 400, "TAG_INVALID"),
+        ("/v2/org/model/manifests/-bad", 404, "MANIFEST_UNKNOWN"),
         ("/v2/org/model/manifests/sha256:abc", 400, "DIGEST_INVALID"),
         ("/v2/org/model/blobs/latest", 400, "DIGEST_INVALID"),
         ("/v2/org/model/blobs/sha256:" + "A" * 64, 400, "DIGEST_INVALID"),

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from pipeline.errors import ModelyardError
+from pipeline.errors import MissingStoreError, ModelyardError, StoreError
 from pipeline.store import DEFAULT_STORE, STORE_HELP, Store, open_store
 from pipeline.store.s3 import S3Backend
 from worker.accesslog import AccessLog
@@ -140,11 +139,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def open_serving_store(location: str) -> Store:
-    """The store to serve; on S3 with short timeouts and few retries, so a store that is down gets 503 fast."""
+    """The store to serve; on S3 with short timeouts and few retries, so a store that is down gets 503 fast.
+
+    A store that does not exist is refused (a mistyped --store); one that cannot be reached right now is
+    served anyway, answering 503 until it is back.
+    """
     if not location.startswith("s3://"):
-        if not Path(location).is_dir():
-            raise ModelyardError(f"no store at {location}: build into it first (modelyard build), or pass --store")
-        return open_store(location)
+        return open_store(location, existing=True)
     import boto3
     from botocore.config import Config
 
@@ -154,4 +155,14 @@ def open_serving_store(location: str) -> Store:
         retries={"mode": "standard", "max_attempts": 2},
         max_pool_connections=64,  # one per worker thread reading blobs at once
     )
-    return Store(S3Backend.from_url(location, client=boto3.session.Session().client("s3", config=config)))
+    store = Store(S3Backend.from_url(location, client=boto3.session.Session().client("s3", config=config)))
+    try:
+        exists = store.backend.exists()
+    except MissingStoreError:
+        raise
+    except StoreError as error:
+        print(f"warning: {error}; serving anyway (503 until the store answers)", file=sys.stderr, flush=True)
+        return store
+    if not exists:
+        raise MissingStoreError(f"no store at {store.backend.url()}: nothing is stored under that prefix")
+    return store

@@ -1,7 +1,7 @@
 """Registry errors as the distribution spec shapes them: a status and ``{"errors": [{code, message, detail}]}``.
 
 Handlers raise :class:`RegistryError`; the app turns it into the JSON answer. Codes are the spec's,
-plus distribution's RANGE_INVALID, PAGINATION_NUMBER_INVALID, TAG_INVALID, UNAVAILABLE and UNKNOWN,
+plus distribution's RANGE_INVALID, PAGINATION_NUMBER_INVALID, UNAVAILABLE and UNKNOWN,
 and NOT_FOUND for paths that are no endpoint at all.
 
 Example::
@@ -50,16 +50,12 @@ class RegistryError(Exception):
         return cls(404, "NAME_UNKNOWN", "repository name not known to registry", {"name": name})
 
     @classmethod
-    def tag_invalid(cls, tag: str) -> RegistryError:
-        return cls(400, "TAG_INVALID", "invalid tag or digest reference", {"reference": _clip(tag)})
-
-    @classmethod
     def digest_invalid(cls, digest: str) -> RegistryError:
         return cls(400, "DIGEST_INVALID", "invalid digest: only sha256:<64 lowercase hex>", {"digest": _clip(digest)})
 
     @classmethod
     def manifest_unknown(cls, name: str, reference: str) -> RegistryError:
-        return cls(404, "MANIFEST_UNKNOWN", "manifest unknown", {"name": name, "reference": reference})
+        return cls(404, "MANIFEST_UNKNOWN", "manifest unknown", {"name": name, "reference": _clip(reference)})
 
     @classmethod
     def blob_unknown(cls, digest: str) -> RegistryError:

@@ -88,7 +88,9 @@ def parse_v2_path(path: str) -> Endpoint:
         if ":" in reference:
             return Manifest(name, _checked_digest(reference))
         if not is_tag(reference):
-            raise RegistryError.tag_invalid(reference)
+            # No manifest can have this reference: unknown, as the conformance suite expects (a
+            # client asking for `.INVALID_MANIFEST_NAME` must see 404 MANIFEST_UNKNOWN, not 400).
+            raise RegistryError.manifest_unknown(name, reference)
         return Manifest(name, reference)
     if kind == "blobs":
         return Blob(name, _checked_digest(reference))

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from pipeline import __version__
-from pipeline.cli import build, store, update
+from pipeline.cli import build, plan, store, update
 from pipeline.cli.console import FORMATTER, err
 from pipeline.errors import ModelsFileError, ModelyardError
 from pipeline.oci.format import FORMAT_DESCRIPTION
@@ -31,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--version", action="version", version=f"modelyard {__version__}, format {FORMAT_DESCRIPTION}")
     commands = root.add_subparsers(dest="command", metavar="COMMAND", required=True)
     build.register(commands)
+    plan.register(commands)
     store.register(commands)
     update.register(commands)
     serve.register(commands)

@@ -22,11 +22,12 @@ from pipeline.cli.console import (
     megabytes_per_second,
     out,
 )
+from pipeline.cli.plan import preview_build
 from pipeline.errors import InvalidNameError, ModelsFileError, ModelyardError
 from pipeline.github import problem_annotation
 from pipeline.hub.client import DEFAULT_TIMEOUT, HubClient
 from pipeline.hub.stream import MiB, StreamOptions
-from pipeline.models.file import ModelSpec, load_models
+from pipeline.models.file import ModelSpec, load_models, select_models
 from pipeline.names import repository_name
 from pipeline.oci.format import FORMAT_DESCRIPTION
 from pipeline.oci.image import DEFAULT_PLATFORMS, ImageMetadata, Platform
@@ -63,7 +64,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "From models.yaml (the default): for each model, download the pinned revision from the Hugging Face\n"
         "Hub, verify every file against the Hub's digests, stream the layer into the store, and publish the\n"
         "image with two tags: its tagAs and the 40-hex revision. Models already published at that revision\n"
-        "and format are skipped without downloading. One failing model does not stop the others.\n\n"
+        "and format are skipped without downloading. One failing model does not stop the others.\n"
+        "Name the models with --only, or take the whole file with --all. Before downloading anything, the\n"
+        "build shows its plan (as `modelyard plan` does), the bytes to download and store, and the free\n"
+        "disk, and refuses a plan that cannot fit.\n\n"
         "How files come from the Hub (--download):\n"
         "  stream  straight into the layer, verified as they pass: no disk at all, the download overlapped\n"
         "          with the build, memory bounded (--connections x 16 MiB). A model larger than the disk\n"
@@ -72,9 +76,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "          store; --keep-cache makes rebuilds need no network. The default for a local store.\n\n"
         "From a local directory (--from-dir): one image, tagged as --tag says.",
         epilog="Examples:\n"
-        "  modelyard build                                   # every model in models/models.yaml\n"
+        "  modelyard build --all                             # every model in models/models.yaml\n"
         "  modelyard build --only sentence-transformers/all-MiniLM-L6-v2 --store s3://models/prod\n"
-        "  modelyard build --download stream --store ./store    # no download cache, whatever the model's size\n"
+        "  modelyard build --only gpt2 --download stream      # no download cache, whatever the model's size\n"
         "  modelyard build --from-dir ./my-model --name my-org/my-model --tag v1\n\n"
         "Environment:\n"
         "  HF_ENDPOINT        the Hub to download from: a mirror or enterprise proxy (default https://huggingface.co)\n"
@@ -84,7 +88,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     build.add_argument(
         "--models", default=DEFAULT_MODELS_FILE, metavar="FILE", help=f"models file (default: {DEFAULT_MODELS_FILE})"
     )
-    build.add_argument("--only", nargs="+", metavar="NAME", help="build only these models (HF id or repository name)")
+    which = build.add_mutually_exclusive_group()
+    which.add_argument("--only", nargs="+", metavar="NAME", help="build these models (HF id or repository name)")
+    which.add_argument("--all", action="store_true", help="build every model of the models file")
     build.add_argument("--force", action="store_true", help="rebuild even when the store is up to date")
     build.add_argument(
         "--download",
@@ -158,7 +164,13 @@ def cmd_build(args: argparse.Namespace) -> int:
         return build_from_dir(args)
     if args.name or args.revision or args.source:
         raise ModelyardError("--name, --revision and --source go with --from-dir")
-    models = select_models(load_models(args.models), args.only or [])
+    listed = load_models(args.models)
+    if not args.only and not args.all:
+        raise ModelyardError(
+            f"which models? Name them with --only NAME..., or build all {len(listed)} of {args.models} with --all "
+            "(`modelyard plan` shows what that would download)"
+        )
+    models = select_models(listed, args.only or [])
     store = open_store(args.store)
     download = download_mode(args.download, store)
     if download == "stream" and args.keep_cache:
@@ -176,6 +188,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         stream=StreamOptions(connections=args.connections),
     )
     hub = HubClient(retries=args.retries, timeout=args.hub_timeout)
+    preview_build(models, store, options)  # before anything is downloaded; refuses what cannot fit
     how = "streaming" if download == "stream" else f"downloading into {options.cache_dir}"
     err.print(
         f"building {len(models)} model(s) from {args.models} into {store.backend.url()}, {how} from {hub.endpoint}"
@@ -199,18 +212,6 @@ def sweep_stale_uploads(store: Store) -> None:
     if removed:
         size = sum(info.size for info in removed)
         err.print(f"removed {len(removed)} upload temporaries left by killed builds ({size:,} bytes)")
-
-
-def select_models(models: list[ModelSpec], only: list[str]) -> list[ModelSpec]:
-    """The models named by --only (HF id or repository name, any case), or all of them."""
-    if not only:
-        return models
-    wanted = {name.lower() for name in only}
-    chosen = [m for m in models if m.hf_id.lower() in wanted or m.repository in wanted]
-    unknown = wanted - {m.hf_id.lower() for m in chosen} - {m.repository for m in chosen}
-    if unknown:
-        raise ModelyardError(f"--only: not in the models file: {', '.join(sorted(unknown))}")
-    return chosen
 
 
 class BatchProgress:

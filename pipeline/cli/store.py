@@ -66,7 +66,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def cmd_export_oci_layout(args: argparse.Namespace) -> int:
-    store = open_store(args.store)
+    store = open_store(args.store, existing=True)
     name, _, tag = args.image.partition(":")
     tag = tag or "latest"
     started = time.monotonic()
@@ -77,7 +77,7 @@ def cmd_export_oci_layout(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    store = open_store(args.store)
+    store = open_store(args.store, existing=True)
     report = collect_garbage(store, grace=args.grace, dry_run=args.dry_run)
     for info in report.removed:
         err.print(f"{'would remove' if args.dry_run else 'removed'} {info.key} ({info.size:,} bytes)", markup=False)
@@ -86,7 +86,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    store = open_store(args.store)
+    store = open_store(args.store, existing=True)
     names = [repository_name(name) for name in args.only] if args.only else store.repositories()
     total = sum(d.size for d in _layer_descriptors(store, names))  # virtual blobs too: push materializes them
     with byte_progress(f"push to {args.to}", total) as progress:

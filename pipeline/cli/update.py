@@ -6,11 +6,10 @@ import argparse
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from pipeline.cli.build import select_models
 from pipeline.cli.console import DEFAULT_MODELS_FILE, FORMATTER, err, out
 from pipeline.github import markdown_table
 from pipeline.hub.client import CANONICAL_URL, HubClient
-from pipeline.models.file import load_models
+from pipeline.models.file import load_models, select_models
 from pipeline.models.update import LEFT, Change, UpdateReport, update_models_file
 
 

@@ -42,7 +42,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import build_hf_headers
 
-from pipeline.errors import GatedModelError, HubError, MissingRepoError, MissingRevisionError
+from pipeline.errors import GatedModelError, HubError, HubUnavailableError, MissingRepoError, MissingRevisionError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -280,8 +280,10 @@ class HubClient:
             except EntryNotFoundError as err:
                 raise HubError(f"{what}: {hf_id}@{revision} has no such file") from err
             except Exception as err:
-                if not _is_transient(err) or attempt == self.retries:
+                if not _is_transient(err):
                     raise HubError(f"{what} from {self.endpoint} failed: {_describe(err)}") from err
+                if attempt == self.retries:
+                    raise HubUnavailableError(f"{what} from {self.endpoint} failed: {_describe(err)}") from err
                 log.warning("%s failed (%s); retrying in %.0f s", what, _describe(err), delay)
                 time.sleep(delay)
                 delay *= 2

@@ -15,6 +15,12 @@ Each image gets two tags: ``tagAs`` and the revision. Several entries may publis
 revision (different ``include``/``exclude``, different ``tagAs``); the revision tag then belongs to
 the first of them.
 
+A value that must be a string is read as written when YAML would take it for a number or a date
+(``sha: 0123...`` keeps its leading zero); only booleans, nulls, lists and mappings are refused. A list
+with no entries (``models: []``) is refused: a curated file never means to build nothing. The file
+is bounded (:data:`MAX_FILE_BYTES`, :data:`MAX_DEPTH`, and :data:`MAX_NODES` once aliases are
+expanded), so a huge or "billion laughs" document fails at once with a clear error.
+
 Example::
 
     models = load_models("models/models.yaml")     # raises ModelsFileError listing every problem
@@ -33,7 +39,7 @@ from pathlib import Path
 import yaml
 
 from pipeline import names
-from pipeline.errors import InvalidNameError, ModelsFileError
+from pipeline.errors import InvalidNameError, ModelsFileError, ModelyardError
 from pipeline.oci.formats import FORMAT_NAMES, MAX_FORMAT_SUFFIX
 
 DEFAULT_TAG = "latest"
@@ -41,6 +47,11 @@ _ENTRY_KEYS = {"name", "sha", "tagAs", "include", "exclude", "branch"}
 # git check-ref-format, in short: no control characters, spaces, ~^:?*[\, "..", "@{" or "//"; no leading
 # "-", "/" or ".", no trailing "/", "." or ".lock", not "@".
 _BRANCH_PATTERN = re.compile(r"(?!-|/|\.|@$|.*(?:\.\.|@\{|//|/\.|\.lock$|[/.]$))[^\x00-\x20\x7f~^:?*\[\\]+")
+MAX_FILE_BYTES = 1024 * 1024  # models.yaml holds ~110 models in 12 KB: this leaves room for ~9,000
+MAX_DEPTH = 32  # the schema nests 4 levels; deeper is no models file (and would exhaust the stack)
+MAX_NODES = 1_000_000  # YAML nodes once every alias is expanded: bounds the work of any check
+# Plain scalars YAML would read as something else, though a string field means the text as written.
+_AS_WRITTEN_TAGS = {f"tag:yaml.org,2002:{kind}" for kind in ("str", "int", "float", "timestamp")}
 
 
 @dataclass(frozen=True)
@@ -73,13 +84,30 @@ class ModelSpec:
         return not any(fnmatch.fnmatchcase(path, p) for p in self.exclude)
 
 
+def select_models(models: list[ModelSpec], only: list[str]) -> list[ModelSpec]:
+    """The models named by ``only`` (HF id or repository name, any case), or all of them when it is empty."""
+    if not only:
+        return models
+    wanted = {name.lower() for name in only}
+    chosen = [m for m in models if m.hf_id.lower() in wanted or m.repository in wanted]
+    unknown = wanted - {m.hf_id.lower() for m in chosen} - {m.repository for m in chosen}
+    if unknown:
+        raise ModelyardError(f"--only: not in the models file: {', '.join(sorted(unknown))}")
+    return chosen
+
+
 def load_models(path: str | Path) -> list[ModelSpec]:
     """Read and validate a models file; raise :class:`ModelsFileError` with every problem found."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)  # never more: the path may be /dev/zero
     except OSError as err:
         raise ModelsFileError([f"{path}: cannot read: {err.strerror}"]) from err
+    if len(data) > MAX_FILE_BYTES:
+        raise ModelsFileError([_too_large(str(path))])
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise ModelsFileError([f"{path}: not UTF-8 text ({err.reason} at byte {err.start})"]) from err
     return parse_models(text, str(path))
@@ -87,17 +115,82 @@ def load_models(path: str | Path) -> list[ModelSpec]:
 
 def parse_models(text: str, filename: str = "models.yaml") -> list[ModelSpec]:
     """Validate the text of a models file; ``filename`` only appears in messages."""
+    if len(text) > MAX_FILE_BYTES or len(text.encode("utf-8")) > MAX_FILE_BYTES:
+        raise ModelsFileError([_too_large(filename)])
     checker = _Checker(filename)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = _BoundedLoader(text).get_single_node()
+    except _TooComplex as err:
+        raise ModelsFileError([f"{filename}:{err.line}: {err}"]) from err
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark
         line = mark.line + 1 if mark is not None else 1
         raise ModelsFileError([f"{filename}:{line}: not valid YAML: {err.problem}"]) from err
     models = checker.document(root)
     if checker.problems:
-        raise ModelsFileError(sorted(checker.problems, key=_line_number))
+        # Stable: problems of one line keep the order they were found in.
+        raise ModelsFileError([text for _, text in sorted(checker.problems, key=lambda problem: problem[0])])
     return models
+
+
+def _too_large(filename: str) -> str:
+    return (
+        f"{filename}: larger than {MAX_FILE_BYTES:,} bytes, the limit of a models file "
+        "(models.yaml holds ~110 models in 12 KB): is it the right file?"
+    )
+
+
+class _TooComplex(Exception):
+    """The document is beyond what a models file can be: too deep, or too many nodes once aliases expand."""
+
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe composer, refusing documents nested too deep or expanding to too many nodes.
+
+    Composing never expands an alias (it shares the anchored node), but anything that walks the tree
+    does: a "billion laughs" of nine nested aliases is 10^9 nodes. Each node's expanded size is summed
+    from its children's as it completes, so the refusal costs as little as the composing.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._depth = 0
+        self._sizes: dict[int, int] = {}  # id(node) -> nodes under it, aliases expanded
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+        line = event.start_mark.line + 1 if event.start_mark is not None else 1
+        alias = isinstance(event, yaml.AliasEvent)
+        if self._depth >= MAX_DEPTH:
+            raise _TooComplex(f"nested deeper than {MAX_DEPTH} levels: not a models file", line)
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if node is None:
+            return None
+        size = self._sizes.get(id(node))
+        if size is None:
+            if alias:
+                raise _TooComplex("an alias refers to a node that contains it", line)
+            size = 1 + sum(self._sizes[id(child)] for child in _children(node))
+            self._sizes[id(node)] = size
+        if size > MAX_NODES:
+            raise _TooComplex(f"aliases expand this document beyond {MAX_NODES:,} nodes: not a models file", line)
+        return node
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    return []
 
 
 class _Checker:
@@ -105,11 +198,11 @@ class _Checker:
 
     def __init__(self, filename: str) -> None:
         self.filename = filename
-        self.problems: list[str] = []
+        self.problems: list[tuple[int, str]] = []  # (line, "file:line: field: message")
 
     def problem(self, node: yaml.Node | None, field: str, message: str) -> None:
         line = node.start_mark.line + 1 if node is not None else 1
-        self.problems.append(f"{self.filename}:{line}: {field}: {message}")
+        self.problems.append((line, f"{self.filename}:{line}: {field}: {message}"))
 
     def mapping(self, node: yaml.Node, field: str) -> dict[str, tuple[yaml.Node, yaml.Node]] | None:
         if not isinstance(node, yaml.MappingNode):
@@ -142,10 +235,13 @@ class _Checker:
         if not isinstance(models_node, yaml.SequenceNode):
             self.problem(models_node, "models", f"expected a list of entries, got {_kind(models_node)}")
             return []
-        models = [self.entry(node, f"models[{i}]") for i, node in enumerate(models_node.value)]
-        valid = [m for m in models if m is not None]
+        if not models_node.value:
+            self.problem(models_node, "models", "the list is empty: add at least one entry (name and sha)")
+            return []
+        entries = [(node, self.entry(node, f"models[{i}]")) for i, node in enumerate(models_node.value)]
+        valid = [(node, model) for node, model in entries if model is not None]
         self.duplicates(valid)
-        return _mark_pins(valid)
+        return _mark_pins([model for _, model in valid])
 
     def entry(self, node: yaml.Node, field: str) -> ModelSpec | None:
         fields = self.mapping(node, field)
@@ -205,9 +301,12 @@ class _Checker:
                 self.problem(entry, f"{field}.{key}", "missing")
             return None
         node = fields[key][1]
-        if not isinstance(node, yaml.ScalarNode) or node.tag != "tag:yaml.org,2002:str":
-            value = node.value if isinstance(node, yaml.ScalarNode) else _kind(node)
-            self.problem(node, f"{field}.{key}", f"expected a string, got {value!r} (quote it)")
+        if not isinstance(node, yaml.ScalarNode):
+            self.problem(node, f"{field}.{key}", f"expected a string, got {_kind(node)}")
+            return None
+        if node.tag not in _AS_WRITTEN_TAGS:  # true/false/yes/no, null, or an explicit !!binary ...
+            what = "nothing" if node.value == "" else repr(node.value)
+            self.problem(node, f"{field}.{key}", f"expected a string, got {what} (quote it if you mean the text)")
             return None
         return str(node.value)
 
@@ -222,14 +321,17 @@ class _Checker:
             return None
         return tuple(str(item.value) for item in node.value)
 
-    def duplicates(self, models: list[ModelSpec]) -> None:
+    def duplicates(self, models: list[tuple[yaml.Node, ModelSpec]]) -> None:
         seen: dict[tuple[str, str], ModelSpec] = {}
-        for model in models:
+        for node, model in models:
             key = (model.repository, model.tag)
             if key in seen:
                 self.problems.append(
-                    f"{model.source}: {model.hf_id}: same name and tag ({model.repository}:{model.tag}) "
-                    f"as the entry at {seen[key].source}"
+                    (
+                        node.start_mark.line + 1,
+                        f"{model.source}: {model.hf_id}: same name and tag ({model.repository}:{model.tag}) "
+                        f"as the entry at {seen[key].source}",
+                    )
                 )
             else:
                 seen[key] = model
@@ -251,9 +353,4 @@ def _kind(node: yaml.Node) -> str:
         return "a mapping"
     if isinstance(node, yaml.SequenceNode):
         return "a list"
-    return f"{node.value!r}"
-
-
-def _line_number(problem: str) -> int:
-    """The line of a "file:line: ..." problem, to report problems in file order."""
-    return int(problem.split(":", 2)[1])
+    return "nothing" if node.value == "" else f"{node.value!r}"

@@ -7,6 +7,11 @@ upload each (which every registry accepts, and never held whole in memory), mani
 verbatim with their own media type, so the same digest means the same bytes everywhere. Order: blobs,
 then manifests by digest, then the index by digest, then its tags; blobs the registry has are skipped.
 
+A registry that is down fails the push in seconds: every request has a connect and a read timeout,
+and a failed one (no connection, timeout, 429, 5xx) is retried :data:`RETRY_DELAYS` times, each retry
+logged. The error names the registry's URL and why, in one line. (oras-py's own retry loop, which
+sleeps 3 to 83 s between six attempts, is bypassed.)
+
 The other formats go too: a ModelPack's virtual blobs are materialized (cut out of the eStargz layer,
 every chunk checked) and uploaded under the same digests, and each format manifest follows the image
 index it names as subject. A registry without the referrers API (it answers no ``OCI-Subject``)
@@ -22,13 +27,17 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import oras.provider
 import requests
+from requests.adapters import HTTPAdapter
 
 from pipeline.digest import hex_of, sha256_digest
 from pipeline.errors import ModelyardError, NotFoundError
@@ -39,7 +48,14 @@ from pipeline.oci.referrers import referrer_descriptor
 from pipeline.oci.virtual import Blobs
 from pipeline.store import Store
 
+log = logging.getLogger(__name__)
 UPLOAD_PIECE = 8 * 1024 * 1024
+CONNECT_TIMEOUT = 5.0  # seconds to open a connection
+READ_TIMEOUT = 120.0  # seconds of silence while waiting for an answer (a registry may verify a big blob first)
+RETRY_DELAYS = (0.5, 2.0)  # seconds before each retry of a failed request: three attempts in all
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+# oras-py's Registry.do_request without its retry decorator (which sleeps 3, 5, 11, 29, 83 s).
+_do_request = oras.provider.Registry.do_request.__wrapped__
 
 
 class PushError(ModelyardError):
@@ -94,7 +110,10 @@ class Destination:
         self.host = host
         self.prefix = prefix
         self.scheme = "http" if insecure else "https"
+        self.base_url = f"{self.scheme}://{host}"
         self.registry = oras.provider.Registry(hostname=host, insecure=insecure)
+        for scheme in ("http://", "https://"):  # the token flows use this session too
+            self.registry.session.mount(scheme, _TimeoutAdapter())
         username, password = os.environ.get("REGISTRY_USERNAME"), os.environ.get("REGISTRY_PASSWORD")
         if username and password:
             self.registry.auth.set_basic_auth(username, password)
@@ -104,15 +123,80 @@ class Destination:
     def repository(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
 
+    def image(self, name: str) -> str:
+        """``host/prefix/name``, for messages."""
+        return f"{self.host}/{self.repository(name)}"
+
     def url(self, name: str, suffix: str) -> str:
         return f"{self.scheme}://{self.host}/v2/{self.repository(name)}/{suffix}"
 
-    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        try:
-            response: requests.Response = self.registry.do_request(url, method, **kwargs)
-        except (requests.RequestException, ValueError) as err:
-            raise PushError(f"{method} {url}: {err}") from err
-        return response
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: Callable[[], Any] | bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> requests.Response:
+        """One request, retried (with a fresh ``body()`` when it is a function) as :data:`RETRY_DELAYS` says.
+
+        A response with a retryable status is returned as it is once the retries are spent: the caller
+        reports it with what it was doing.
+        """
+        attempts = len(RETRY_DELAYS) + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                data = body() if callable(body) else body
+                response: requests.Response = _do_request(
+                    self.registry, url, method, data=data, headers=dict(headers or {})
+                )
+            except requests.RequestException as err:
+                failure = _describe(err)
+                if isinstance(err, requests.exceptions.SSLError) or attempt == attempts:
+                    raise PushError(
+                        f"cannot push to the registry at {self.base_url}: {failure} "
+                        f"({attempt} attempt{'s' if attempt > 1 else ''}; {method} {url})"
+                    ) from err
+            except ValueError as err:  # oras-py: the registry asked for authentication we cannot give
+                raise PushError(f"the registry at {self.base_url} refused {method} {url}: {err}") from err
+            else:
+                if response.status_code not in RETRY_STATUS or attempt == attempts:
+                    return response
+                failure = f"HTTP {response.status_code}"
+            delay = RETRY_DELAYS[attempt - 1]
+            log.warning("push: %s %s: %s; retry %d of %d in %.1f s", method, url, failure, attempt, attempts - 1, delay)
+            time.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+class _TimeoutAdapter(HTTPAdapter):
+    """Gives every request of the session a connect and a read timeout (oras-py sets none)."""
+
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: float | tuple[float | None, float | None] | None = None,
+        verify: bool | str = True,
+        cert: str | tuple[str, str] | None = None,
+        proxies: dict[str, str] | None = None,
+    ) -> requests.Response:
+        return super().send(request, stream, timeout or (CONNECT_TIMEOUT, READ_TIMEOUT), verify, cert, proxies)
+
+
+def _describe(err: requests.RequestException) -> str:
+    """What went wrong, in a few words: "connection refused", "no answer within 120 s", ..."""
+    if isinstance(err, requests.exceptions.SSLError):
+        return "TLS handshake failed (a registry that speaks plain HTTP needs --insecure)"
+    if isinstance(err, requests.exceptions.ConnectTimeout):
+        return f"no connection within {CONNECT_TIMEOUT:.0f} s"
+    if isinstance(err, requests.exceptions.ReadTimeout):
+        return f"no answer within {READ_TIMEOUT:.0f} s"
+    reason = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", str(err))
+    if reason:
+        text = reason.group(1).strip()
+        return text[:1].lower() + text[1:]
+    return str(err).splitlines()[0][:200] if str(err) else type(err).__name__
 
 
 def push_images(
@@ -180,15 +264,22 @@ def _upload_blob(
     started = target.request("POST", target.url(name, "blobs/uploads/"))
     location = started.headers.get("Location")
     if started.status_code != 202 or not location:
-        raise PushError(f"{target.repository(name)}: the registry refused to start an upload ({started.status_code})")
+        raise PushError(f"{target.image(name)}: the registry refused to start an upload ({started.status_code})")
     if location.startswith("/"):
         location = f"{target.scheme}://{target.host}{location}"
     separator = "&" if "?" in location else "?"
 
+    sent = 0
+
     def pieces() -> Iterator[bytes]:
+        nonlocal sent
+        if sent and on_bytes is not None:
+            on_bytes(-sent)  # a retry sends the blob anew: take back what the last attempt counted
+        sent = 0
         for offset in range(0, descriptor.size, UPLOAD_PIECE):
             end = min(offset + UPLOAD_PIECE, descriptor.size)
             piece = b"".join(blobs.read_range(descriptor, offset, end))
+            sent += len(piece)
             if on_bytes is not None:
                 on_bytes(len(piece))
             yield piece
@@ -196,12 +287,12 @@ def _upload_blob(
     response = target.request(
         "PUT",
         f"{location}{separator}digest={descriptor.digest}",
-        data=_StoreStream(pieces(), descriptor.size),
+        body=lambda: _StoreStream(pieces(), descriptor.size),  # each attempt streams from the start
         headers={"Content-Type": "application/octet-stream", "Content-Length": str(descriptor.size)},
     )
     if response.status_code != 201:
         raise PushError(
-            f"{target.repository(name)}: upload of {descriptor.digest} failed ({response.status_code}): "
+            f"{target.image(name)}: upload of {descriptor.digest} failed ({response.status_code}): "
             f"{response.text[:300]}"
         )
 
@@ -232,14 +323,14 @@ def _put(target: Destination, name: str, reference: str, data: bytes, descriptor
     response = target.request(
         "PUT",
         target.url(name, f"manifests/{reference}"),
-        data=data,
+        body=data,
         headers={"Content-Type": descriptor.media_type},
     )
     if response.status_code not in (200, 201):
         raise PushError(
-            f"{target.repository(name)}:{reference}: manifest refused ({response.status_code}): {response.text[:300]}"
+            f"{target.image(name)}:{reference}: manifest refused ({response.status_code}): {response.text[:300]}"
         )
     pushed = response.headers.get("Docker-Content-Digest")
     if pushed and pushed != descriptor.digest:
-        raise PushError(f"{target.repository(name)}:{reference}: the registry stored {pushed}, not {descriptor.digest}")
+        raise PushError(f"{target.image(name)}:{reference}: the registry stored {pushed}, not {descriptor.digest}")
     return response

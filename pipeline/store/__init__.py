@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+from pipeline.errors import MissingStoreError
 from pipeline.store.backend import Backend, ObjectInfo, Upload
 from pipeline.store.local import LocalBackend
 from pipeline.store.store import BlobWriter, Store, blob_key, catalog_key, tag_key
@@ -32,10 +33,20 @@ __all__ = [
 ]
 
 
-def open_store(location: str) -> Store:
-    """Open a store by location: ``s3://bucket[/prefix]`` or a local directory path."""
+def open_store(location: str, *, existing: bool = False) -> Store:
+    """Open a store by location: ``s3://bucket[/prefix]`` or a local directory path.
+
+    With ``existing``, a store that was never written is a :class:`MissingStoreError`: what commands
+    that only read a store want, so a mistyped ``--store`` is an error rather than an empty store.
+    """
     if location.startswith("s3://"):
         from pipeline.store.s3 import S3Backend  # boto3 is imported only when S3 is used
 
-        return Store(S3Backend.from_url(location))
-    return Store(LocalBackend(location))
+        store = Store(S3Backend.from_url(location))
+    else:
+        store = Store(LocalBackend(location))
+    if existing and not store.backend.exists():
+        raise MissingStoreError(
+            f"no store at {store.backend.url()}: check --store (a store is what `modelyard build` writes)"
+        )
+    return store

@@ -46,6 +46,13 @@ class Upload(Protocol):
 
 
 class Backend(Protocol):
+    def exists(self) -> bool:
+        """Whether the store has been written: its directory exists; its bucket holds objects under the prefix.
+
+        A store that could not even be created (a bucket that does not exist) raises MissingStoreError.
+        """
+        ...
+
     def stat(self, key: str) -> ObjectInfo | None:
         """Size and time of ``key``, or None when absent."""
         ...

@@ -99,6 +99,9 @@ class LocalBackend:
     def url(self) -> str:
         return str(self.root)
 
+    def exists(self) -> bool:
+        return self.root.is_dir()
+
     def path(self, key: str) -> Path:
         return self.root / check_key(key)
 

@@ -32,7 +32,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pipeline.errors import NotFoundError, StoreError
+from pipeline.errors import MissingStoreError, NotFoundError, StoreError
 from pipeline.store.backend import UPLOADS_PREFIX, IncompleteUpload, ObjectInfo, check_key
 
 MIN_PART_SIZE = 8 * 1024 * 1024
@@ -203,6 +203,23 @@ class S3Backend:
             raise StoreError(f"S3 {operation} {key} in {self.url()} failed: {code} {message}".rstrip()) from err
         except BotoCoreError as err:
             raise StoreError(f"S3 {operation} {key} in {self.url()} failed: {err}") from err
+
+    def exists(self) -> bool:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            base = f"{self.prefix}/" if self.prefix else ""
+            listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix=base, MaxKeys=1)
+        except ClientError as err:
+            code = str(err.response.get("Error", {}).get("Code", ""))
+            if code in ("404", "NoSuchBucket"):
+                endpoint = self.client.meta.endpoint_url
+                raise MissingStoreError(
+                    f"no bucket {self.bucket!r} at {endpoint}: create it first, or check --store and AWS_ENDPOINT_URL"
+                ) from err
+            raise StoreError(f"S3 cannot read bucket {self.bucket!r} ({self.url()}): {code}") from err
+        except BotoCoreError as err:
+            raise StoreError(f"S3 cannot reach {self.url()}: {err}") from err
+        return bool(listed.get("KeyCount", 0))
 
     def stat(self, key: str) -> ObjectInfo | None:
         try:
