@@ -2,13 +2,14 @@
 
 python -m bench layer      the eStargz layer writer vs the reference writer
 python -m bench virtual    virtual blob GETs vs stored blob GETs; storage of every format
+python -m bench stream     streaming from the Hub into a bucket vs snapshot_download alone
 """
 
 from __future__ import annotations
 
 import sys
 
-from bench import hub, layer, load, registry, s3, virtual
+from bench import hub, layer, load, registry, s3, stream, virtual
 
 BENCHMARKS = {
     "layer": layer.main,
@@ -17,6 +18,7 @@ BENCHMARKS = {
     "registry": registry.main,
     "virtual": virtual.main,
     "load": load.main,
+    "stream": stream.main,
 }
 
 

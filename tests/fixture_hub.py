@@ -20,9 +20,9 @@ rel="next"`` header to the next, and model_info may list only the first ``siblin
 large repository (the Hub's list can be truncated; huggingface_hub trusts it only up to 1,000 files).
 
 Faults on demand (:class:`Faults`, on both servers): a corrupted byte, 500s before success, a connection
-reset mid-body, a body shorter than its Content-Length, Range requests answered 200 with the whole
-file, a file whose size differs from the listing, requests that stall, files missing from the tree
-listing, gated and private repositories. Every request to the
+reset mid-body, a body shorter than its Content-Length, a slow connection, Range requests answered 200
+with the whole file, a file whose size differs from the listing, requests that stall, files missing
+from the tree listing, gated and private repositories. Every request to the
 Hub is recorded in ``hub.requests``, every file response in ``hub.served``.
 
 File contents are bytes, a Path (streamed from disk), or a :class:`GeneratedFile`: deterministic bytes
@@ -205,6 +205,8 @@ class Faults:
     short: dict[str, int] = field(default_factory=dict)  # path -> GETs whose body stops halfway, cleanly closed
     ignore_ranges: set[str] = field(default_factory=set)  # paths whose Range requests get 200 and the whole file
     resized: dict[str, int] = field(default_factory=dict)  # path -> bytes served beyond (or short of) the listing
+    slow: dict[str, int] = field(default_factory=dict)  # path -> GETs served at ``slow_rate`` (a slow connection)
+    slow_rate: float = 256 * 1024  # bytes per second
     stalls: dict[str, int] = field(default_factory=dict)  # path, "api" or "tree" -> requests that hang first
     stall_seconds: float = 600.0  # how long a stalled request hangs (the hub's exit ends it sooner)
     hidden_from_tree: set[str] = field(default_factory=set)  # paths the tree listing leaves out
@@ -342,6 +344,7 @@ class _Handler(BaseHTTPRequestHandler):
             failing = method == "GET" and faults.take(faults.errors, path)
             dropping = method == "GET" and faults.take(faults.drops, path)
             shortening = method == "GET" and faults.take(faults.short, path)
+            slowing = method == "GET" and faults.take(faults.slow, path)
         if failing:
             with hub.lock:
                 hub.served.append(Served(self.label, path, self.headers.get("Range"), 500))
@@ -377,15 +380,16 @@ class _Handler(BaseHTTPRequestHandler):
             return
         stop = start + (end - start) // 2 if dropping or shortening else end
         started, sent = time.monotonic(), 0
+        rate = faults.slow_rate if slowing else hub.rate
         corrupt = Faults.applies(faults.corrupt, path)
         for offset, piece in _pieces_at(entry.content, start, min(stop, entry.size)):
             if corrupt and offset <= entry.size // 2 < offset + len(piece):
                 flipped = bytearray(piece)
                 flipped[entry.size // 2 - offset] ^= 0xFF
                 piece = bytes(flipped)
-            sent += self.write_throttled(piece, started, sent)
+            sent += self.write_throttled(piece, started, sent, rate)
         if stop > entry.size:  # served larger than listed
-            sent += self.write_throttled(bytes(stop - max(start, entry.size)), started, sent)
+            sent += self.write_throttled(bytes(stop - max(start, entry.size)), started, sent, rate)
         if dropping:  # a reset: the peer sees ECONNRESET once it has read what came before
             time.sleep(0.05)
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -396,12 +400,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
 
-    def write_throttled(self, piece: bytes | memoryview, started: float, sent: int) -> int:
-        self.wfile.write(piece)
-        if self.hub.rate:
-            ahead = started + (sent + len(piece)) / self.hub.rate - time.monotonic()
-            if ahead > 0:
-                time.sleep(ahead)
+    def write_throttled(self, piece: bytes | memoryview, started: float, sent: int, rate: float | None) -> int:
+        """Write ``piece`` (in bits of 64 KiB when throttled), then wait as long as ``rate`` asks."""
+        step = 64 * 1024 if rate else len(piece)
+        for offset in range(0, len(piece), step):
+            bit = piece[offset : offset + step]
+            self.wfile.write(bit)
+            if rate:
+                ahead = started + (sent + offset + len(bit)) / rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
         return len(piece)
 
     def json(self, value: Any, headers: Mapping[str, str] | None = None) -> None:

@@ -60,3 +60,28 @@ def test_the_console_command_teaches() -> None:
         [sys.executable, "-m", "pipeline", "build", "--platform", "linux"], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "os/architecture" in bad.stderr
+
+
+def test_one_progress_bar_per_model_shows_download_and_build() -> None:
+    from pipeline.cli.build import BatchProgress, DownloadAndBuildBar
+    from pipeline.models.file import ModelSpec
+
+    progress = BatchProgress()
+    model = ModelSpec("org/model", "a" * 40)
+    downloaded, built = progress.phase(model, "download", 1000), progress.phase(model, "build", 1000)
+    downloaded(600)
+    built(250)
+    (task,) = progress.bars.tasks  # streaming starts both phases: still one bar
+    assert (task.fields["download"], task.fields["build"], task.completed, task.total) == (600, 250, 850, 2000)
+    assert task.fields["counts"] == "600 bytes downloaded, 250 bytes of 1.0 kB built"
+    bar = DownloadAndBuildBar().render(task)  # built, then downloaded but not yet built, then to come
+    assert [(span.end - span.start, span.style) for span in bar.spans] == [
+        (10, "bar.complete"),
+        (14, "cyan"),
+        (16, "bar.back"),
+    ]
+
+
+def test_an_empty_store_location_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["build", "--from-dir", ".", "--name", "a/b", "--store", ""]) == 1  # never the current directory
+    assert "the store location is empty" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from rich.filesize import decimal
 from rich.progress import Progress, ProgressColumn, Task, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -70,7 +71,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "disk, and refuses a plan that cannot fit.\n\n"
         "How files come from the Hub (--download):\n"
         "  stream  straight into the layer, verified as they pass: no disk at all, the download overlapped\n"
-        "          with the build, memory bounded (--connections x 16 MiB). A model larger than the disk\n"
+        "          with the build, memory bounded (--connections x 8 MiB). A model larger than the disk\n"
         "          (a 14 GB CI runner, say) must use it. The default when the store is a bucket.\n"
         "  cache   into --cache-dir first, then build: disk for the model once, plus the layer in a local\n"
         "          store; --keep-cache makes rebuilds need no network. The default for a local store.\n\n"
@@ -251,9 +252,7 @@ class BatchProgress:
 
         def advance(count: int) -> None:
             done[phase] += count
-            counts = (
-                f"{done['download'] / 1e9:.2f} GB downloaded, {done['build'] / 1e9:.2f} of {total / 1e9:.2f} GB built"
-            )
+            counts = f"{decimal(done['download'])} downloaded, {decimal(done['build'])} of {decimal(total)} built"
             self.bars.update(task, advance=count, counts=counts, download=done["download"], build=done["build"])
 
         return advance

@@ -61,7 +61,9 @@ from pipeline.oci.estargz import LayerFile
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-PIECE_SIZE = 1 * MiB  # what a connection hands over at a time
+PIECE_SIZE = 256 * 1024  # what a connection hands over at a time
+MIN_SPLIT = 256 * 1024  # a stalled range is split only if each half is at least this
+STALL_SECONDS = 0.2  # a head that brings nothing for this long, while the rest has arrived, is split
 MAX_REDIRECTS = 10
 MAX_BACKOFF = 30.0
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -74,8 +76,8 @@ class StreamOptions:
     The window ahead of the layer writer holds at most ``connections * segment_size`` bytes.
     """
 
-    connections: int = 6
-    segment_size: int = 16 * MiB
+    connections: int = 8
+    segment_size: int = 8 * MiB
 
     def __post_init__(self) -> None:
         if self.connections < 1 or self.segment_size < PIECE_SIZE:
@@ -126,7 +128,15 @@ class HubStream:
     def read(self, file: RepoFile) -> bytes:
         """The whole content of one small file (a model card), verified, outside the window."""
         pieces: list[bytes] = []
-        self._fetcher.fetch(file, 0, file.size, pieces.append)
+        span = _Span(0, file.size)
+
+        def keep(piece: bytes) -> int:
+            piece = piece[: span.end - span.position]
+            pieces.append(piece)
+            span.position += len(piece)
+            return len(piece)
+
+        self._fetcher.fetch(file, span, keep)
         data = b"".join(pieces)
         check = ContentCheck(self.model, file)
         check.update(data)
@@ -191,18 +201,29 @@ class _EmptyReader:
 # The window: segments in flight, in order, handed to the readers
 
 
+@dataclass
+class _Span:
+    """Where a fetch is: the next byte to arrive, and the end (which only ever moves back, when split)."""
+
+    position: int
+    end: int
+
+
 @dataclass(eq=False)
 class _Segment:
-    """Bytes ``start`` to ``end`` of one file, as they arrive."""
+    """Bytes ``start`` to ``span.end`` of one file, as they arrive."""
 
     index: int  # position of the file in stream order
     start: int
-    end: int
+    span: _Span
     pieces: deque[bytes] = field(default_factory=deque)
     buffered: int = 0  # bytes in ``pieces``, not yet read
     done: bool = False  # every byte has arrived
     error: BaseException | None = None  # the fetch gave up
     dropped: bool = False  # no longer wanted: its fetch stops at the next piece
+
+
+Deliver = Callable[[bytes], int]  # takes a piece (up to its span's end), returns how much it took
 
 
 class _Cancelled(Exception):
@@ -213,7 +234,10 @@ class _Window:
     """Schedules ranged fetches ahead of the reader and hands their bytes over in order.
 
     At most ``connections`` segments exist at a time, the head one being read; each buffers at most
-    ``segment_size`` bytes (a fetch that gets ahead waits), so memory is bounded.
+    ``segment_size`` bytes (a fetch that gets ahead waits), so memory is bounded. When the reader
+    waits on the head alone (every later segment has arrived) and the head makes no progress, the
+    rest of the head is split and its second half fetched on another connection: a slow connection
+    gets less and less of the work instead of setting the pace.
     """
 
     def __init__(
@@ -271,13 +295,33 @@ class _Window:
                     self._active.popleft()
                     self._schedule()
                 else:
-                    self._cond.wait()
+                    arrived = head.span.position
+                    self._cond.wait(STALL_SECONDS)
+                    if head.span.position == arrived and not head.pieces:
+                        self._split(head)
             end = offset + size
             self._reading = (index, end) if end < self._files[index].size else (index + 1, 0)
             if self._active and not self._active[0].pieces and self._active[0].done:
                 self._active.popleft()  # the file's last segment: make room for the next one now
                 self._schedule()
         return taken[0] if len(taken) == 1 else b"".join(taken)
+
+    def _split(self, head: _Segment) -> None:
+        """Give the second half of a stalled head to another connection, if nothing else is in the way."""
+        span = head.span
+        remaining = span.end - span.position
+        if self._fetcher.ranges_ignored or remaining < 2 * MIN_SPLIT:
+            return
+        if not all(s.done for s in list(self._active)[1:]):
+            return  # the other connections are still busy: the head is not what holds the reader
+        middle = span.position + remaining // 2
+        second = _Segment(head.index, middle, _Span(middle, span.end))
+        span.end = middle
+        self._active.insert(1, second)
+        self._pool.submit(self._fetch, second)
+        log.debug(
+            "%s: split a stalled range of %s at byte %d", self._fetcher.model, self._files[head.index].path, middle
+        )
 
     def _restart_at(self, index: int, offset: int) -> None:
         for segment in self._active:
@@ -296,13 +340,13 @@ class _Window:
             size = self._files[index].size
             end = size if self._fetcher.ranges_ignored else min(offset + self._options.segment_size, size)
             self._cursor = (index, end) if end < size else (index + 1, 0)
-            segment = _Segment(index, offset, end)
+            segment = _Segment(index, offset, _Span(offset, end))
             self._active.append(segment)
             self._pool.submit(self._fetch, segment)
 
     def _fetch(self, segment: _Segment) -> None:
         try:
-            self._fetcher.fetch(self._files[segment.index], segment.start, segment.end, self._deliverer(segment))
+            self._fetcher.fetch(self._files[segment.index], segment.span, self._deliverer(segment))
         except _Cancelled:
             return
         except BaseException as err:
@@ -314,20 +358,25 @@ class _Window:
             segment.done = True
             self._cond.notify_all()
 
-    def _deliverer(self, segment: _Segment) -> Callable[[bytes], None]:
+    def _deliverer(self, segment: _Segment) -> Callable[[bytes], int]:
         room = self._options.segment_size
 
-        def deliver(piece: bytes) -> None:
+        def deliver(piece: bytes) -> int:
             with self._cond:
                 while segment.buffered >= room and not (self._closed or segment.dropped):
                     self._cond.wait()
                 if self._closed or segment.dropped:
                     raise _Cancelled
-                segment.pieces.append(piece)
-                segment.buffered += len(piece)
-                self._cond.notify_all()
-            if self._on_bytes is not None:
+                span = segment.span
+                piece = piece[: span.end - span.position]  # the end may have moved back (a split)
+                if piece:
+                    segment.pieces.append(piece)
+                    segment.buffered += len(piece)
+                    span.position += len(piece)
+                    self._cond.notify_all()
+            if self._on_bytes is not None and piece:
                 self._on_bytes(len(piece))
+            return len(piece)
 
         return deliver
 
@@ -354,16 +403,19 @@ class _Fetcher:
         self._timeout = httpx2.Timeout(hub.timeout)  # the same for every Hub request (--hub-timeout)
         self._locations: dict[str, str] = {}  # repo path -> where its resolve URL redirected (a CDN)
 
-    def fetch(self, file: RepoFile, start: int, end: int, deliver: Callable[[bytes], None]) -> None:
-        """Deliver bytes ``start`` to ``end`` of ``file`` in order, resuming after faults; raise when it cannot."""
-        span = _Span(start, end)
+    def fetch(self, file: RepoFile, span: _Span, deliver: Deliver) -> None:
+        """Deliver the bytes of ``span`` of ``file`` in order, resuming after faults; raise when it cannot.
+
+        ``deliver`` takes a piece up to ``span.end`` (which may move back meanwhile), advances
+        ``span.position`` by what it took, and returns that count.
+        """
         failures = 0
         delay = self._hub.backoff
-        while span.position < end:
+        while span.position < span.end:
             before = span.position
             try:
                 self._get(file, span, deliver)
-                if span.position < end:
+                if span.position < span.end:
                     raise _Transient(f"the body ended at byte {span.position:,}")
             except _Transient as fault:
                 if span.position > before:  # bytes came: this is a new fault, not the same one again
@@ -380,7 +432,7 @@ class _Fetcher:
                 time.sleep(delay)
                 delay = min(2 * delay, MAX_BACKOFF)
 
-    def _get(self, file: RepoFile, span: _Span, deliver: Callable[[bytes], None]) -> None:
+    def _get(self, file: RepoFile, span: _Span, deliver: Deliver) -> None:
         """One GET of what is left of ``span``, following redirects."""
         url = self._locations.get(file.path) or self._resolve_url(file)
         for _ in range(MAX_REDIRECTS):
@@ -429,9 +481,7 @@ class _Fetcher:
         self._hub.raise_for_status(response, f"download {file.path}", self._snapshot.hf_id, self._snapshot.revision)
         raise HubError(f"{self.model}: {file.path}: unexpected HTTP {status} from {_origin_text(url)}")
 
-    def _read_body(
-        self, file: RepoFile, span: _Span, response: httpx2.Response, whole: bool, deliver: Callable[[bytes], None]
-    ) -> None:
+    def _read_body(self, file: RepoFile, span: _Span, response: httpx2.Response, whole: bool, deliver: Deliver) -> None:
         skip = 0
         if response.status_code == 206:
             first, total = _content_range(response)
@@ -448,15 +498,18 @@ class _Fetcher:
                 skip = span.position  # the whole file came: skip to where the range starts
                 self._ignoring_ranges(response)
         batch: list[bytes] = []  # small network reads, handed over a piece at a time
-
-        def hand_over() -> None:
-            if batch:
-                piece = batch[0] if len(batch) == 1 else b"".join(batch)
-                batch.clear()
-                deliver(piece)
-                span.position += len(piece)
-
         pending = 0
+
+        def hand_over() -> bool:
+            """Deliver what is batched; False when the span's end was reached (or moved back)."""
+            nonlocal pending
+            if not batch:
+                return span.position < span.end
+            piece = batch[0] if len(batch) == 1 else b"".join(batch)
+            batch.clear()
+            pending = 0
+            return deliver(piece) == len(piece) and span.position < span.end
+
         try:
             for data in response.iter_bytes():
                 if skip:
@@ -464,16 +517,10 @@ class _Fetcher:
                         skip -= len(data)
                         continue
                     data, skip = data[skip:], 0
-                room = span.end - span.position - pending
-                if len(data) > room:
-                    data = data[:room]  # a whole file came for a range: the rest is another segment's
                 batch.append(data)
                 pending += len(data)
-                if pending >= PIECE_SIZE or pending == span.end - span.position:
-                    hand_over()
-                    pending = 0
-                    if span.position == span.end:
-                        return  # closing mid-body (after a 200 for a range) drops the connection, as it must
+                if (pending >= PIECE_SIZE or pending >= span.end - span.position) and not hand_over():
+                    return  # closing mid-body (a whole file for a range, a split) drops the connection, as it must
         finally:
             hand_over()  # also what came before a fault: the retry resumes after it
 
@@ -490,12 +537,6 @@ class _Fetcher:
             f"{self.model}: {file.path}: the Hub lists {file.size:,} bytes, "
             f"{_origin_text(str(response.request.url))} sends {size:,}; not published"
         )
-
-
-@dataclass
-class _Span:
-    position: int  # the next byte to deliver
-    end: int
 
 
 def _content_range(response: httpx2.Response) -> tuple[int, int | None]:

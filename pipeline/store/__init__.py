@@ -9,7 +9,7 @@ Example::
 
 from __future__ import annotations
 
-from pipeline.errors import MissingStoreError
+from pipeline.errors import MissingStoreError, StoreError
 from pipeline.store.backend import Backend, ObjectInfo, Upload
 from pipeline.store.local import LocalBackend
 from pipeline.store.store import BlobWriter, Store, blob_key, catalog_key, tag_key
@@ -39,6 +39,8 @@ def open_store(location: str, *, existing: bool = False) -> Store:
     With ``existing``, a store that was never written is a :class:`MissingStoreError`: what commands
     that only read a store want, so a mistyped ``--store`` is an error rather than an empty store.
     """
+    if not location.strip():
+        raise StoreError("the store location is empty: give a directory or s3://bucket[/prefix]")  # not the cwd
     if location.startswith("s3://"):
         from pipeline.store.s3 import S3Backend  # boto3 is imported only when S3 is used
 
