@@ -75,6 +75,15 @@ class Runtime:
         """Pull ``ref`` (``HOST:PORT/NAME:TAG``, plain HTTP) the lazy way: layers stay in the registry."""
         run(require_tool("ctr-remote"), "--address", self.address, "images", "rpull", "--plain-http", ref)
 
+    def pull_and_mount_plainly(self, ref: str, target: Path) -> Path:
+        """Pull ``ref`` as a client without lazy pulling does (containerd downloads and unpacks each layer
+        into its overlayfs snapshotter) and mount the image on ``target``."""
+        self.ctr("images", "pull", "--plain-http", ref)
+        target.mkdir(parents=True, exist_ok=True)
+        self.ctr("images", "mount", ref, str(target))
+        self.mounts.append(target)
+        return target
+
     def mount(self, chain_id: str, target: Path) -> Path:
         """Bind-mount a read-only view of the snapshot ``chain_id`` (a one-layer image: its DiffID) on
         ``target``. (ctr 1.6's own ``images mount`` ignores --snapshotter, so the view is made here.)"""
@@ -125,7 +134,8 @@ def lazy_runtime(workdir: Path, config: SnapshotterConfig) -> Iterator[Runtime]:
     """Start our snapshotter and a containerd that uses it; on exit unmount everything and stop both."""
     require_lazy_runtime()
     snapshotter_binary, containerd_binary = require_tool("stargz-grpc"), require_tool("containerd")
-    require_tool("ctr"), require_tool("ctr-remote")
+    for client in ("ctr", "ctr-remote"):
+        require_tool(client)
     workdir.mkdir(parents=True, exist_ok=True)
     # A unix socket path has at most 104 bytes, fewer than a pytest temp dir can take: sockets go in a
     # short directory of their own.
@@ -151,11 +161,11 @@ def lazy_runtime(workdir: Path, config: SnapshotterConfig) -> Iterator[Runtime]:
             command = [snapshotter_binary, "--root", str(workdir / "stargz-root"), "--address", str(socket)]
             command += ["--config", str(workdir / "stargz.toml"), "--log-level", "debug"]
             processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
-        _wait_for(socket, processes[-1], snapshotter_log)
+        _wait_for("stargz-grpc", socket, processes[-1], snapshotter_log)
         with open(containerd_log, "wb") as log:
             command = [containerd_binary, "--config", str(workdir / "containerd.toml")]
             processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
-        _wait_for(Path(address), processes[-1], containerd_log)
+        _wait_for("containerd", Path(address), processes[-1], containerd_log)
         yield runtime
     finally:
         for target in reversed(runtime.mounts):
@@ -166,15 +176,14 @@ def lazy_runtime(workdir: Path, config: SnapshotterConfig) -> Iterator[Runtime]:
         shutil.rmtree(sockets, ignore_errors=True)
 
 
-def _wait_for(socket: Path, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+def _wait_for(name: str, socket: Path, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    """Wait until ``process`` listens on ``socket``; fail with its log if it exits or takes too long."""
     deadline = time.monotonic() + timeout
     while not socket.exists():
         if process.poll() is not None:
-            pytest.fail(f"{process.args[0]} exited {process.returncode}:\n{log.read_text(errors='replace')}")  # type: ignore[index]
+            pytest.fail(f"{name} exited {process.returncode}:\n{log.read_text(errors='replace')}")
         if time.monotonic() > deadline:
-            pytest.fail(
-                f"{process.args[0]} did not open {socket} within {timeout} s:\n{log.read_text(errors='replace')}"
-            )  # type: ignore[index]
+            pytest.fail(f"{name} did not open {socket} within {timeout} s:\n{log.read_text(errors='replace')}")
         time.sleep(0.05)
 
 

@@ -188,3 +188,18 @@ def test_background_fetch_takes_the_whole_layer(pull: Pull) -> None:
     pulled = pull("modelyard", SnapshotterConfig(prefetch=True, background_fetch=True))
     pulled.runtime.wait_for_log("completed to fetch all layer data in background", timeout=120)
     assert report("background fetch on (the default), nothing read", pulled) >= pulled.layer.size * 0.99
+
+
+def test_a_plain_pull_gets_the_whole_layer_once_and_only_the_model_files(served: Served, tmp_path: Path) -> None:
+    """Without the snapshotter, containerd downloads the layer and its applier unpacks it: it stops at the
+    tar's end-of-archive marker, so the TOC and the landmark never reach the image."""
+    with lazy_runtime(tmp_path / "plain", ON_DEMAND) as runtime:
+        start = served.fetched("modelyard")
+        root = runtime.pull_and_mount_plainly(served.ref("modelyard"), tmp_path / "plain-mnt")
+        fetched = served.fetched("modelyard") - start
+        files = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+        assert files == served.files
+        assert runtime.prepared() == []  # the snapshotter was never asked
+    size = served.layers["modelyard"].size
+    print(f"\nmodelyard, plain ctr pull: {fetched:,} bytes of the {size:,}-byte layer ({fetched / size:.2%})")
+    assert size <= fetched < 1.01 * size

@@ -212,7 +212,7 @@ def published_image(store: Store, model: ModelSpec) -> Descriptor | None:
     if any(published.get(key) != expected.get(key) for key in keys):
         return None  # another revision, selection or format version: rebuild
     try:
-        if not all(store.has_blob(d.digest) for d in reachable(store, descriptor)):
+        if not all(store.has_blob(digest) for digest in {d.digest for d in reachable(store, descriptor)}):
             return None
     except NotFoundError:
         return None  # a manifest is missing
