@@ -67,6 +67,11 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align:
     return "\n".join(lines)
 
 
+def size_text(size: int) -> str:
+    """``548.1 MB``, ``12.35 GB``: decimal units, as the Hub shows download sizes."""
+    return f"{size / 1e6:,.1f} MB" if size < 10**9 else f"{size / 1e9:,.2f} GB"
+
+
 def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(_cell(cell) for cell in cells) + " |"
 

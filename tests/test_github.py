@@ -66,3 +66,26 @@ def test_validate_annotates_the_pull_request(tmp_path: Path) -> None:
         text=True,
     )
     assert valid.returncode == 0 and valid.stdout.strip() == f"{models}: 1 models, valid"
+
+
+def test_gc_dry_run_for_the_job_summary(tmp_path: Path) -> None:
+    from pipeline.store import LocalBackend, Store
+    from tests.registry_fixtures import publish, small_model_files
+
+    store = Store(LocalBackend(tmp_path / "store"))
+    publish(store, tmp_path / "model", small_model_files())
+    for index in range(3):  # orphans: no tag reaches them
+        with store.blob_writer() as blob:
+            blob.write(b"orphan %d" % index * (index + 1))
+            blob.commit()
+    command = [sys.executable, "-m", "pipeline", "gc", "--store", str(tmp_path / "store"), "--grace", "0s"]
+    result = subprocess.run([*command, "--dry-run", "--format", "markdown"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "## modelyard gc --dry-run"
+    assert lines[2].startswith(f"`{tmp_path / 'store'}` (grace 0 h): would remove 3 ")
+    assert lines[4:6] == ["| object | bytes | age |", "| :-- | --: | --: |"]
+    assert lines[6].startswith("| `blobs/sha256/") and lines[6].endswith("| 24 | 0 h |")  # the largest first
+    assert len(lines) == 9 and len(list((tmp_path / "store" / "blobs" / "sha256").iterdir())) >= 3 + 4
+    removed = subprocess.run([*command, "--format", "markdown"], capture_output=True, text=True, cwd=ROOT)
+    assert removed.stdout.startswith("## modelyard gc\n") and "removed 3 " in removed.stdout

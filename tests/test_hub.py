@@ -179,6 +179,10 @@ def test_a_failure_is_recorded_until_the_model_publishes(hub: FixtureHub, store:
     }
     assert isinstance(record["failed_at"], int)
 
+    (variant,) = build(hub, store, tmp_path, tiny(tag="configs", include=("config.json",)))
+    assert variant.status == "built"  # another entry of the same repository: its success is not this one's
+    assert store.get_failure("org/tiny-model") == record
+
     hub.faults.errors["model.safetensors"] = 0
     (built,) = build(hub, store, tmp_path, tiny())
     assert built.status == "built" and store.get_failure("org/tiny-model") is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipeline.cli.environment import apply_environment, check_environment
 from pipeline.errors import MissingStoreError, ModelyardError, StoreError
 from pipeline.store import DEFAULT_STORE, STORE_HELP, Store, open_store
 from pipeline.store.s3 import S3Backend
@@ -30,6 +31,8 @@ then, from any OCI client:
   skopeo inspect --tls-verify=false docker://127.0.0.1:5000/org/model:latest
   buildah build --tls-verify=false -f Dockerfile .   # with: COPY --from=127.0.0.1:5000/org/model /config.json .
 
+Every option can come from the environment instead: MODELYARD_STORE, MODELYARD_HOST, MODELYARD_PORT,
+MODELYARD_CACHE_SECONDS, ... (the option's name, upper-cased); a flag wins over its variable.
 S3 settings come from the usual AWS environment: AWS_ENDPOINT_URL (R2, MinIO), AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, AWS_REGION. Requests are logged as JSON lines on stdout; pull counters are
 at /metrics, liveness of the store at /healthz. Clients other than on this machine need TLS in
@@ -104,10 +107,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="S",
         help="close a keep-alive connection after S seconds without a request (default: %(default)s)",
     )
+    apply_environment(command)  # MODELYARD_PORT=8080 and the like: how containers are configured
     command.set_defaults(run=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    check_environment(args)
+    if args.public_blob_url and args.presign_seconds:
+        raise ModelyardError(
+            "--public-blob-url and --presign-seconds exclude each other (flags or MODELYARD_ variables)"
+        )
     store = open_serving_store(args.store)
     config = RegistryConfig(
         cache_seconds=args.cache_seconds,

@@ -128,16 +128,18 @@ def failure_record(model: ModelSpec, error: str, failed_at: float) -> dict[str, 
 
 
 def _record_outcome(store: Store, outcome: ModelOutcome) -> None:
-    """Keep the failure record of a model that failed; drop it once the model is published.
+    """Keep the failure record of a model that failed; drop it once that same entry is published.
 
-    A store that cannot take the record (it may be why the build failed) is logged, not raised: the
-    outcome is reported either way.
+    Variants of one repository (entries with other ``tagAs``) share its record key: one that is up to
+    date must not erase another's failure. A store that cannot take the record (it may be why the
+    build failed) is logged, not raised: the outcome is reported either way.
     """
-    name = outcome.model.repository
+    model = outcome.model
+    name = model.repository
     try:
         if outcome.status == "failed":
-            store.put_failure(name, failure_record(outcome.model, outcome.detail, time.time()))
-        else:
+            store.put_failure(name, failure_record(model, outcome.detail, time.time()))
+        elif (recorded := store.get_failure(name)) is not None and recorded.get("tag") == model.tag:
             store.delete_failure(name)
     except ModelyardError as err:
         log.warning("could not record the outcome of %s in the store: %s", name, err)

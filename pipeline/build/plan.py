@@ -136,7 +136,11 @@ class Plan:
 def make_plan(models: Sequence[ModelSpec], store: Store, hub: HubClient | None, *, force: bool = False) -> Plan:
     """The plan for ``models``; ``hub`` (None: no sizes) lists the revisions to build, a few at a time."""
     store_is_new = not store.backend.exists()  # a bucket that does not exist raises MissingStoreError
-    steps = [Step(model, "new") if store_is_new else assess(store, model) for model in models]
+    if store_is_new:
+        steps = [Step(model, "new") for model in models]
+    else:
+        with ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="plan-store") as pool:
+            steps = list(pool.map(lambda model: assess(store, model), models))  # a bucket answers in parallel
     if force:
         steps = [
             step if step.builds else Step(step.model, "forced", "up to date; --force rebuilds it") for step in steps

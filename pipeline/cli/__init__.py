@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from pipeline import __version__
-from pipeline.cli import build, plan, store, update
+from pipeline.cli import build, changes, plan, report, store, update
 from pipeline.cli.console import FORMATTER, err
 from pipeline.errors import ModelsFileError, ModelyardError
 from pipeline.oci.format import FORMAT_DESCRIPTION
@@ -34,6 +34,8 @@ def parser() -> argparse.ArgumentParser:
     plan.register(commands)
     store.register(commands)
     update.register(commands)
+    report.register(commands)
+    changes.register(commands)
     serve.register(commands)
     return root
 

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from pipeline.build.batch import BatchOptions, Download, ModelOutcome, Phase, build_models
 from pipeline.build.publish import BuiltImage, build_and_publish, source_date_epoch
+from pipeline.build.report import write_report
 from pipeline.build.source import files_from_dir
 from pipeline.cli.console import (
     DEFAULT_MODELS_FILE,
@@ -93,6 +94,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     which.add_argument("--only", nargs="+", metavar="NAME", help="build these models (HF id or repository name)")
     which.add_argument("--all", action="store_true", help="build every model of the models file")
     build.add_argument("--force", action="store_true", help="rebuild even when the store is up to date")
+    build.add_argument(
+        "--report", metavar="FILE", help="also write the outcomes as JSON (for `modelyard report`: a CI summary)"
+    )
     build.add_argument(
         "--download",
         choices=("auto", "stream", "cache"),
@@ -197,6 +201,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     with BatchProgress() as progress:
         outcomes = build_models(models, store, hub, options, progress)
     print_outcomes(outcomes)
+    if args.report:
+        write_report(Path(args.report), outcomes)
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 

@@ -89,8 +89,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     models = select_models(load_models(args.models), args.only or [])
     store = open_store(args.store)
     plan = make_plan(models, store, None if args.offline else HubClient(retries=1))
+    # What machines read is printed verbatim, not through rich.
     if args.format == "json":
-        out.print_json(json.dumps(plan.to_json()))
+        print(json.dumps(plan.to_json(), indent=2))
     elif args.format == "github-matrix":
         print(json.dumps(github_matrix(plan, args.max_jobs), separators=(",", ":")))
     else:

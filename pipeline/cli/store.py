@@ -7,13 +7,16 @@ import time
 from pathlib import Path
 
 from pipeline.cli.console import FORMATTER, add_store_option, byte_progress, duration, err, out
+from pipeline.github import markdown_table
 from pipeline.names import repository_name
 from pipeline.oci.image import MANIFEST_MEDIA_TYPES, Descriptor
 from pipeline.oci.layout import export_oci_layout
 from pipeline.oci.references import reachable
 from pipeline.remote.push import push_images
 from pipeline.store import Store, open_store
-from pipeline.store.gc import DEFAULT_GRACE, collect_garbage
+from pipeline.store.gc import DEFAULT_GRACE, GcReport, collect_garbage
+
+GC_TABLE_ROWS = 100  # a job summary holds at most 1 MiB
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,6 +45,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     add_store_option(gc)
     gc.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
+    gc.add_argument(
+        "--format",
+        choices=("text", "markdown"),
+        default="text",
+        help="markdown: the summary and a table of what goes, on stdout (a CI job summary)",
+    )
     gc.add_argument(
         "--grace", type=duration, default=DEFAULT_GRACE, metavar="DURATION", help="keep anything younger (default: 24h)"
     )
@@ -79,10 +88,27 @@ def cmd_export_oci_layout(args: argparse.Namespace) -> int:
 def cmd_gc(args: argparse.Namespace) -> int:
     store = open_store(args.store, existing=True)
     report = collect_garbage(store, grace=args.grace, dry_run=args.dry_run)
+    if args.format == "markdown":
+        print(gc_markdown(store.backend.url(), report, args.grace))  # not rich: Markdown reaches stdout verbatim
+        return 0
     for info in report.removed:
         err.print(f"{'would remove' if args.dry_run else 'removed'} {info.key} ({info.size:,} bytes)", markup=False)
     out.print(f"{store.backend.url()}: {report.summary()}")
     return 0
+
+
+def gc_markdown(url: str, report: GcReport, grace: float, rows: int = GC_TABLE_ROWS) -> str:
+    """What gc removed (or would): the summary, then the largest objects first."""
+    title = "modelyard gc --dry-run" if report.dry_run else "modelyard gc"
+    lines = [f"## {title}", "", f"`{url}` (grace {grace / 3600:g} h): {report.summary()}."]
+    biggest = sorted(report.removed, key=lambda info: (-info.size, info.key))
+    if biggest:
+        now = time.time()
+        table = [[f"`{i.key}`", f"{i.size:,}", f"{(now - i.modified) / 3600:,.0f} h"] for i in biggest[:rows]]
+        lines += ["", markdown_table(["object", "bytes", "age"], table, align="lrr")]
+        if len(biggest) > rows:
+            lines += ["", f"... and {len(biggest) - rows} more ({sum(i.size for i in biggest[rows:]):,} bytes)."]
+    return "\n".join(lines)
 
 
 def cmd_push(args: argparse.Namespace) -> int:
