@@ -1,18 +1,20 @@
 """Benchmarks, each printing ratios against an anchor measured in the same run.
 
-python -m bench layer      the eStargz layer writer vs the reference writer
-python -m bench virtual    virtual blob GETs vs stored blob GETs; storage of every format
-python -m bench stream     streaming from the Hub into a bucket vs snapshot_download alone
+python -m bench layer        the eStargz layer writer vs the reference writer
+python -m bench compressors  format 2's compressor and the candidates, on weights and text, across CPUs
+python -m bench virtual      virtual blob GETs vs stored blob GETs; storage of every format
+python -m bench stream       streaming from the Hub into a bucket vs snapshot_download alone
 """
 
 from __future__ import annotations
 
 import sys
 
-from bench import hub, layer, load, registry, s3, stream, virtual
+from bench import compressors, hub, layer, load, registry, s3, stream, virtual
 
 BENCHMARKS = {
     "layer": layer.main,
+    "compressors": compressors.main,
     "hub": hub.main,
     "s3": s3.main,
     "registry": registry.main,

@@ -74,7 +74,10 @@ def timed(name: str, command: list[str], env: Mapping[str, str]) -> Run:
     seconds = time.perf_counter() - started
     stdout, stderr = process.communicate()
     if status != 0:
-        sys.exit(f"{name} failed:\n{stdout.decode()[-3000:]}\n{stderr.decode()[-3000:]}")
+        sys.exit(
+            f"{name} failed after {seconds:.0f} s (peak RSS {child_peak_rss_mb(usage):.0f} MB):\n"
+            f"{stdout.decode()[-3000:]}\n{stderr.decode()[-3000:]}"
+        )
     return Run(name, seconds, child_peak_rss_mb(usage), usage.ru_utime + usage.ru_stime)
 
 

@@ -1,13 +1,17 @@
-"""Golden digests: the exact bytes of format 2 for a fixed fixture.
+"""Golden digests: the exact bytes of format 2 for a fixed fixture, on this CPU and on emulated ones.
 
-If this fails, the bytes of every image changed: the tar rules, the TOC, the compressor (its version or
-level), the chunk size, or the image JSON. If that was not the intent, it is a bug. If it was, bump
-FORMAT_VERSION in pipeline/oci/format.py and update these digests in the same commit.
+If this fails, the bytes of every image changed: the tar rules, the TOC, the compressor (its version,
+level or store rule), the chunk size, or the image JSON. If that was not the intent, it is a bug. If it
+was, bump FORMAT_VERSION in pipeline/oci/format.py and update these digests in the same commit.
+
+The same digests must come out of every CPU a build may run on. The fixture (tests/golden.py) is built
+under qemu-user on x86-64 CPU models without AVX2 (Nehalem), with AVX2 (Haswell) and a server model
+(Icelake-Server; qemu's emulator masks its AVX-512, which the native run covers on a CPU that has it),
+and on aarch64 CPU models, with a Debian arm64 Python and the pinned arm64 wheels (tests/arm64_python.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import sys
@@ -15,84 +19,39 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build.publish import BuiltImage, build_and_publish
-from pipeline.build.source import files_from_dir
 from pipeline.oci.format import FORMAT_VERSION
-from pipeline.oci.image import ImageMetadata
 from pipeline.store import LocalBackend, Store, blob_key
-from tests.conftest import ROOT, require_tool, run, verify_with_reference, write_tree
-
-
-def pseudo_random(size: int, seed: bytes) -> bytes:
-    """Deterministic bytes, the same on every machine and Python version."""
-    blocks = (hashlib.sha256(seed + i.to_bytes(8, "big")).digest() for i in range(size // 32 + 1))
-    return b"".join(blocks)[:size]
-
-
-FIXTURE = {
-    "config.json": b'{"architectures": ["BertModel"], "hidden_size": 384}\n',
-    "1_Pooling/config.json": b'{"word_embedding_dimension": 384}\n',
-    "model.safetensors": pseudo_random(5 * 1024 * 1024 + 3, b"weights"),
-    "tokenizer.json": b'{"version": "1.0"}\n' * 1000,
-    "empty.txt": b"",
-    "deep/a/b/c/" + "long-name-" * 12 + ".txt": b"long\n",
-    "données/été.txt": "ünïcödé\n".encode(),
-}
-
-METADATA = ImageMetadata(
-    title="golden/fixture",
-    source="https://huggingface.co/golden/fixture",
-    revision="0123456789" * 4,
-    licenses="mit",
-)
+from tests import arm64_python
+from tests.conftest import ROOT, require_tool, run, verify_with_reference
+from tests.golden import FIXTURE, METADATA, build_fixture, digests
 
 GOLDEN = {
-    "layer": "sha256:9a656a301d8465bef4d91b89e23019408d4791e954109eac854a217a471aa2e1",
-    "diff_id": "sha256:83f688c84308940e779369bf5b7505e1d565d1f0ff678bc2e6ff83ed8d3f67eb",
-    "toc": "sha256:f28aa1dfea38e5879653308af115f1de8acbc9e37295ab1f2a1f597674a97819",
-    "index": "sha256:906c817587622302fccc4ea22341c120381bc47557f6d3f1cff42799e7b7148a",
+    "layer": "sha256:0c8e6ea642b7d3c01a35961aa8e01e9f268ce732dcfb4ec131b990d1a7725d4d",
+    "diff_id": "sha256:373c5adae540bdc716ba816d3fad7c97e8b1bc5edd9bd4d0397a9fc28470f6e1",
+    "toc": "sha256:8bbc993b89a5868bf50c18946fccb1720ee16763e18a7011a0f6bb6bdee2a182",
+    "index": "sha256:987da3414f2f78e42b61c2ad874e36071fa1d756e56b4e359ad7024a58fb9c1c",
     "manifests": [
-        "sha256:3bf6870a78c5ba7fc5a62ea995d81305e547dff540936d3f4c714a268647a106",
-        "sha256:bd6326ba79cabf59ce0eb76ea9b397cdc4900215f542c4c5589c2ffa521eecc1",
+        "sha256:c365bf056f03c4974f5efb3bd6e17912c9b0b3e01e68fee754df835079d3d6e6",
+        "sha256:7def6a2de3fa2d88fd5c6fc77e6e66a449139e0dc5793b29aa1c581920a5de94",
     ],
     "configs": [
-        "sha256:d2622708ccd6b8cf6f8203a24d134798865c0573d4ad0e07ad40406f0418130c",
-        "sha256:85955242283d4c793d6efc5ae019f010a103dbd4651beb6835f20dc0c023783f",
+        "sha256:d05255ea17a1cab205ba64bfc2390e832f63f195d53d6b3e1179882a74e37cae",
+        "sha256:a7332d42c4a6761155a0c6bb3abd52baf2b6e5f98bcfae4cf876819cf703f9a9",
     ],
 }
-
 
 # The other formats of the fixture's image (ModelKit, ModelPack): their manifests name the index as
 # subject and the ModelKit's Kitfile names the layer, so any change above changes them too.
 GOLDEN_FORMATS = {
-    "modelkit": "sha256:7dbf77f0a185f251a344a245d0932b79166904d808772e49bca1a0aba5a81d03",
-    "modelkit config": "sha256:05d9b2dc504571e0e15445f9a87b03b3a82dec8fb8e5d8541ba1c65a8fe3a600",
-    "modelpack": "sha256:5165c413c0e886120ee6ed07c5a5ab08f12660246e5efa182c37b3214a8fabf4",
-    "modelpack config": "sha256:f86293752f4c8b35e7fed496d26d56c33bed1ec6323e2a2fdd11f9fe4cedc24e",
+    "modelkit": "sha256:35d70e0182e830d49b0f1383acd4973ef32f5204db1526ff7f514e2394827782",
+    "modelkit config": "sha256:68319475bb93f7fdf22684c526198b308a56fdd06df5690720cdd906e1a22383",
+    "modelpack": "sha256:6a4fd80a5c3653711824a94f33e59b265e383d6efdbac46e2bc3197fab847469",
+    "modelpack config": "sha256:8bdfae04ed9ecc3dcfa2027089de5ddbd539b218d2cfc151300d1acfb638069e",
 }
 
 
-def build_fixture(workdir: Path, threads: int) -> BuiltImage:
-    store = Store(LocalBackend(workdir / "store"))
-    return build_and_publish(
-        store,
-        files_from_dir(write_tree(workdir / "fixture", FIXTURE)),
-        name="golden/fixture",
-        tags=["latest"],
-        metadata=METADATA,
-        threads=threads,
-    )
-
-
-def digests(built: BuiltImage) -> dict[str, object]:
-    return {
-        "layer": built.layer.digest,
-        "diff_id": built.layer.diff_id,
-        "toc": built.layer.toc_digest,
-        "index": built.index.digest,
-        "manifests": [m.descriptor.digest for m in built.image.manifests],
-        "configs": [c.descriptor.digest for c in built.image.configs],
-    }
+X86_CPUS = ["Nehalem", "Haswell", "Icelake-Server"]
+ARM64_CPUS = ["cortex-a72", "neoverse-n1", "a64fx"]
 
 
 def test_format_2_digests_are_pinned(tmp_path: Path) -> None:
@@ -109,23 +68,32 @@ def test_the_format_manifests_are_pinned(tmp_path: Path) -> None:
     assert pinned == GOLDEN_FORMATS
 
 
-@pytest.mark.skipif(platform.machine() != "x86_64", reason="emulates older x86-64 CPUs")
-@pytest.mark.parametrize("cpu", ["Nehalem", "Haswell"])
-def test_the_same_digests_on_other_cpus(tmp_path: Path, cpu: str) -> None:
-    """ISA-L picks its code by CPU features (SSE, AVX2, AVX-512): all must deflate identically."""
+@pytest.mark.slow
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="emulates other x86-64 CPUs")
+@pytest.mark.parametrize("cpu", X86_CPUS)
+def test_the_same_digests_on_other_x86_cpus(tmp_path: Path, cpu: str) -> None:
     qemu = require_tool("qemu-x86_64")
-    script = (
-        "import json, sys; from pathlib import Path; from tests.test_golden import build_fixture, digests; "
-        "print(json.dumps(digests(build_fixture(Path(sys.argv[1]), threads=1))))"
-    )
-    result = run(qemu, "-cpu", cpu, sys.executable, "-c", script, str(tmp_path), cwd=ROOT)
+    result = run(qemu, "-cpu", cpu, sys.executable, "-m", "tests.golden", str(tmp_path), cwd=ROOT)
+    assert json.loads(result.stdout) == GOLDEN
+
+
+@pytest.fixture(scope="session")
+def arm64() -> arm64_python.Arm64Python:
+    require_tool("debootstrap")
+    return arm64_python.ensure()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cpu", ARM64_CPUS)
+def test_the_same_digests_on_arm64(tmp_path: Path, cpu: str, arm64: arm64_python.Arm64Python) -> None:
+    qemu = require_tool("qemu-aarch64")
+    result = run(*arm64.command(qemu, cpu, "-m", "tests.golden", str(tmp_path)), cwd=ROOT, env=arm64.env())
     assert json.loads(result.stdout) == GOLDEN
 
 
 @pytest.mark.parametrize("download", ["stream", "cache"])
 def test_the_same_digests_built_from_the_hub(tmp_path: Path, download: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fixture served by the fixture hub (LFS through its CDN): streamed or downloaded first, the same bytes."""
-    # Imported here: the emulated-CPU runs import this module and need only the layer writer.
     from pipeline.build.batch import BatchOptions, build_models
     from pipeline.hub.client import HubClient
     from pipeline.hub.stream import StreamOptions

@@ -13,11 +13,11 @@ from pipeline.build.batch import BatchOptions, ModelOutcome, build_models
 from pipeline.hub.client import HubClient
 from pipeline.models.file import ModelSpec
 from pipeline.oci import image
-from pipeline.oci.format import FORMAT_VERSION
+from pipeline.oci.format import FORMAT_ANNOTATION, FORMAT_VERSION
 from pipeline.store import Store, blob_key
 from tests.conftest import with_formats
 from tests.fixture_hub import MINILM_ID, MINILM_REVISION, FixtureHub, FixtureRepo, minilm_directory, minilm_repo
-from tests.test_golden import pseudo_random
+from tests.golden import pseudo_random
 
 TINY_REVISION = "1" * 40
 TINY_FILES = {
@@ -223,16 +223,23 @@ def test_unknown_repository_and_revision(hub: FixtureHub, store: Store, tmp_path
 def test_moved_tag_and_format_change(
     hub: FixtureHub, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (first,) = build(hub, store, tmp_path, tiny())
-    store.delete_tag("org/tiny-model", TINY_REVISION)
-    (moved,) = build(hub, store, tmp_path, tiny())
+    # Published by a release of format 1 (its annotation says so; its bytes do not matter here).
+    with monkeypatch.context() as patch:
+        patch.setattr(image, "FORMAT_VERSION", "1")
+        (first,) = build(hub, store, tmp_path, tiny())
+        store.delete_tag("org/tiny-model", TINY_REVISION)
+        (moved,) = build(hub, store, tmp_path, tiny())
     assert (moved.status, moved.detail) == ("skipped", f"up to date; tag {TINY_REVISION} moved to {first.detail}")
     assert store.get_tag("org/tiny-model", TINY_REVISION) == store.get_tag("org/tiny-model", "latest")
+    published = store.read_json_blob(first.detail)
+    assert published["annotations"][FORMAT_ANNOTATION] == "1"
 
-    # An image of another format version is rebuilt.
-    monkeypatch.setattr(image, "FORMAT_VERSION", FORMAT_VERSION + "-next")
+    # This release (format 2) rebuilds it.
     (rebuilt,) = build(hub, store, tmp_path, tiny())
     assert rebuilt.status == "built" and rebuilt.detail != first.detail
+    assert store.read_json_blob(rebuilt.detail)["annotations"][FORMAT_ANNOTATION] == FORMAT_VERSION == "2"
+    (again,) = build(hub, store, tmp_path, tiny())
+    assert (again.status, again.detail) == ("skipped", "up to date")
     (forced,) = build(hub, store, tmp_path, tiny(), force=True)
     assert (forced.status, forced.detail) == ("built", rebuilt.detail)  # same input, same digest
 

@@ -7,14 +7,18 @@ import io
 import json
 import os
 import tarfile
+import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 
 from pipeline.build.source import files_from_dir
-from pipeline.oci.estargz import FOOTER_SIZE, LayerFile, LayerResult, footer, write_layer
+from pipeline.errors import ModelyardError
+from pipeline.oci.estargz import FOOTER_SIZE, LayerFile, LayerResult, deflate_member, footer, write_layer
+from pipeline.oci.format import SAMPLE_WINDOW, check_compressor
 from tests.conftest import require_tool, run, verify_with_reference
+from tests.golden import float16_like
 
 MiB = 1024 * 1024
 MakeTree = Callable[[Mapping[str, bytes]], Path]
@@ -139,7 +143,8 @@ def test_layout_members_toc_and_footer(tmp_path: Path, tree: MakeTree) -> None:
 
 
 def test_bytes_do_not_depend_on_threads_or_location(tmp_path: Path, tree: MakeTree) -> None:
-    files = {"w.bin": os.urandom(13 * MiB + 3), "c.json": b"{}", "d/e": b"e"}
+    text = b"".join(b"line %d of a text that compresses\n" % i for i in range(300_000))
+    files = {"w.bin": os.urandom(13 * MiB + 3), "c.json": b"{}", "d/e": b"e", "t.txt": text}  # stored, deflated
     one = build(tree(files), tmp_path / "one.tar.gz", threads=1)
     three = build(tree(files), tmp_path / "three.tar.gz", threads=3)
     assert one == three
@@ -167,3 +172,66 @@ def test_a_file_that_shrinks_or_grows_while_read_is_an_error(tmp_path: Path) -> 
         write_layer(listed_as(101), io.BytesIO())
     with pytest.raises(SourceChangedError, match=r"f.bin: file is longer than the 99 bytes listed"):
         write_layer(listed_as(99), io.BytesIO())
+
+
+def stored_blocks_only(body: bytes | bytearray) -> bool:
+    """Whether a raw deflate stream is made of stored blocks only (which are byte-aligned)."""
+    position = 0
+    while True:
+        header = body[position]
+        if header & 0b110:  # BTYPE: 00 is stored
+            return False
+        length = int.from_bytes(body[position + 1 : position + 3], "little")
+        position += 5 + length
+        if header & 1:  # BFINAL
+            return position == len(body)
+
+
+def inflate(body: bytes | bytearray) -> bytes:
+    decompressor = zlib.decompressobj(-15)
+    data = decompressor.decompress(body)
+    assert decompressor.eof and not decompressor.unused_data
+    return data
+
+
+@pytest.mark.parametrize(
+    ("kind", "content", "stored"),
+    [
+        ("random", os.urandom(4 * MiB), True),
+        ("float16-like weights (save ~7%)", float16_like(4 * MiB, b"w"), True),
+        ("text", b"".join(b'"token_%d": %d,\n' % (i, i) for i in range(250_000)), False),
+        ("small text", b'{"hidden_size": 384}\n' * 20, False),
+        ("a tar header alone", b"config.json".ljust(512, b"\0"), False),
+        ("nothing", b"", True),
+    ],
+)
+def test_members_that_barely_shrink_are_stored(kind: str, content: bytes, stored: bool) -> None:
+    body = deflate_member(content)
+    assert inflate(body) == content
+    assert stored_blocks_only(body) is stored
+    if stored:
+        assert len(body) == len(content) + 5 * max(1, -(-len(content) // 65535))  # 5 bytes per 64 KiB block
+    else:
+        assert len(body) < 0.9 * len(content)
+
+
+def test_the_store_rule_looks_at_evenly_spread_windows() -> None:
+    """It decides from four 64 KiB windows (start, 1/3, 2/3, end): zeros between them do not count."""
+    size = 4 * MiB
+    step = (size - SAMPLE_WINDOW) // 3
+    mostly_zeros = bytearray(size)
+    for start in (0, step, 2 * step, size - SAMPLE_WINDOW):
+        mostly_zeros[start : start + SAMPLE_WINDOW] = os.urandom(SAMPLE_WINDOW)
+    assert stored_blocks_only(deflate_member(bytes(mostly_zeros)))
+    # The same bytes shifted by half a window: the windows now see half zeros, and it is compressed.
+    shifted = bytes(SAMPLE_WINDOW // 2) + bytes(mostly_zeros[: -SAMPLE_WINDOW // 2])
+    body = deflate_member(shifted)
+    assert not stored_blocks_only(body) and len(body) < size // 2 and inflate(body) == shifted
+
+
+def test_another_compressor_version_is_refused() -> None:
+    check_compressor()
+    with pytest.raises(
+        ModelyardError, match=r"format 2 needs deflate==0\.9\.0 \(libdeflate\), but 0\.8\.1 is installed"
+    ):
+        check_compressor("0.8.1")

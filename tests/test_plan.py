@@ -38,7 +38,7 @@ from pipeline.models.file import ModelSpec
 from pipeline.oci.format import FORMAT_ANNOTATION, FORMAT_VERSION
 from pipeline.store import LocalBackend, Store
 from tests.fixture_hub import FixtureHub, FixtureRepo
-from tests.test_golden import pseudo_random
+from tests.golden import pseudo_random
 
 R1, R2 = "1" * 40, "2" * 40
 FILES = {

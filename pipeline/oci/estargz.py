@@ -17,7 +17,9 @@ tarfile, containerd's applier and ``COPY --from`` never create it; the snapshott
 (and hides it from the mount). It is what the reference writer writes, with the same one byte.
 
 Every member is an independent raw-deflate stream with a fixed gzip header, which is what lets
-chunks compress in parallel without the output depending on the number of threads.
+chunks compress in parallel without the output depending on the number of threads. How a member is
+deflated (libdeflate, or stored blocks when it would barely shrink) is :func:`deflate_member`, by the
+rule that ``pipeline/oci/format.py`` names.
 
 Example::
 
@@ -41,12 +43,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
-from isal import isal_zlib
+import deflate
 
 from pipeline.digest import ALGORITHM, HashingWriter, sha256_digest
 from pipeline.errors import SourceChangedError
 from pipeline.oci import tarball
-from pipeline.oci.format import CHUNK_SIZE, COMPRESSION_LEVEL, check_compressor
+from pipeline.oci.format import (
+    CHUNK_SIZE,
+    COMPRESSION_LEVEL,
+    SAMPLE_WINDOW,
+    SAMPLE_WINDOWS,
+    STORE_BELOW_SAVING_PERCENT,
+    check_compressor,
+)
 
 TOC_DIGEST_ANNOTATION = "containerd.io/snapshot/stargz/toc.digest"
 UNCOMPRESSED_SIZE_ANNOTATION = "io.containers.estargz.uncompressed-size"
@@ -226,7 +235,7 @@ def write_layer(
     workers = threads or os.cpu_count() or 1
     pending: deque[Future[None]] = deque()
 
-    def write_member(member: Member, compressed: Future[tuple[tuple[bytes, bytes, bytes], str]]) -> None:
+    def write_member(member: Member, compressed: Future[tuple[MemberPieces, str]]) -> None:
         pieces, chunk_digest = compressed.result()
         if member.chunk is not None:
             member.chunk.toc_entry.offset = out.size
@@ -300,7 +309,10 @@ _LANDMARK_CONTENT = b"\x0f"
 _LANDMARK_FILE = LayerFile(tarball.NO_PREFETCH_LANDMARK, len(_LANDMARK_CONTENT), lambda: io.BytesIO(_LANDMARK_CONTENT))
 
 
-def _compress_member(data: bytes, tail: bytes) -> tuple[tuple[bytes, bytes, bytes], str]:
+MemberPieces = tuple[bytes, bytes | bytearray, bytes]
+
+
+def _compress_member(data: bytes, tail: bytes) -> tuple[MemberPieces, str]:
     """Compress one member and digest its chunk. Runs on a worker thread (both release the GIL).
 
     The member comes back as (header, deflate body, trailer): joining them would copy megabytes
@@ -308,9 +320,36 @@ def _compress_member(data: bytes, tail: bytes) -> tuple[tuple[bytes, bytes, byte
     """
     chunk_digest = sha256_digest(data) if data else ""
     content = data + tail if tail else data
-    body = isal_zlib.compress(content, COMPRESSION_LEVEL, -15)
-    trailer = struct.pack("<II", isal_zlib.crc32(content), len(content) & 0xFFFFFFFF)
+    body = deflate_member(content)
+    trailer = struct.pack("<II", deflate.crc32(content), len(content) & 0xFFFFFFFF)
     return (_GZIP_HEADER, body, trailer), chunk_digest
+
+
+def deflate_member(content: bytes) -> bytes | bytearray:
+    """The raw deflate stream of one member, by the format's rule (``pipeline/oci/format.py``).
+
+    libdeflate at ``COMPRESSION_LEVEL``, unless a sample of ``content`` compresses by less than
+    ``STORE_BELOW_SAVING_PERCENT``: then stored blocks, which cost neither side any work. Example::
+
+        deflate_member(b'{"hidden_size": 384}' * 100)   # compressed
+        deflate_member(os.urandom(4 << 20))              # stored blocks
+    """
+    sample = _sample(content)
+    compressed = deflate.deflate_compress(sample, COMPRESSION_LEVEL)
+    if 100 * len(compressed) > (100 - STORE_BELOW_SAVING_PERCENT) * len(sample):
+        return deflate.deflate_compress(content, 0)  # level 0: stored blocks only
+    if len(sample) == len(content):
+        return compressed
+    return deflate.deflate_compress(content, COMPRESSION_LEVEL)
+
+
+def _sample(content: bytes) -> bytes:
+    """What the store rule compresses: evenly spread windows of ``content``, or all of it if it is small."""
+    if len(content) <= SAMPLE_WINDOWS * SAMPLE_WINDOW:
+        return content
+    step = (len(content) - SAMPLE_WINDOW) // (SAMPLE_WINDOWS - 1)
+    view = memoryview(content)
+    return b"".join(view[i * step : i * step + SAMPLE_WINDOW] for i in range(SAMPLE_WINDOWS))
 
 
 def _rfc3339(epoch: int) -> str:
