@@ -2,6 +2,7 @@
 
 python -m bench layer        the eStargz layer writer vs the reference writer
 python -m bench compressors  format 2's compressor and the candidates, on weights and text, across CPUs
+python -m bench site         the catalog site: render time, index weight, Lighthouse
 python -m bench virtual      virtual blob GETs vs stored blob GETs; storage of every format
 python -m bench stream       streaming from the Hub into a bucket vs snapshot_download alone
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import compressors, hub, layer, load, registry, s3, stream, virtual
+from bench import compressors, hub, layer, load, registry, s3, site, stream, virtual
 
 BENCHMARKS = {
     "layer": layer.main,
@@ -18,6 +19,7 @@ BENCHMARKS = {
     "hub": hub.main,
     "s3": s3.main,
     "registry": registry.main,
+    "site": site.main,
     "virtual": virtual.main,
     "load": load.main,
     "stream": stream.main,

@@ -138,6 +138,8 @@ class FixtureRepo:
     card_data: dict[str, Any] = field(default_factory=dict)
     gated: bool = False
     private: bool = False
+    downloads: int = 0
+    likes: int = 0
     # Branch -> the commit it points at. The default branch, "main", points at ``revision`` unless given here;
     # only ``revision`` has files, so other commits answer model_info and nothing else.
     branches: dict[str, str] = field(default_factory=dict)
@@ -500,13 +502,14 @@ def _hub_handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
                     "private": repo.private,
                     "gated": "manual" if repo.gated else False,
                     "disabled": False,
-                    "downloads": 0,
-                    "likes": 0,
+                    "downloads": repo.downloads,
+                    "likes": repo.likes,
                     "library_name": card.get("library_name"),
                     "pipeline_tag": card.get("pipeline_tag"),
                     "tags": [*card.get("tags", []), *([f"license:{card['license']}"] if "license" in card else [])],
                     "cardData": card or None,
                     "siblings": siblings,
+                    **_safetensors_info(repo),
                     "usedStorage": sum(e.size for e in repo.entries.values()),
                 }
             )
@@ -674,6 +677,29 @@ def _pieces_at(content: Content, start: int, end: int) -> Iterator[tuple[int, by
                 return
             yield offset, piece
             offset += len(piece)
+
+
+def _safetensors_info(repo: FixtureRepo) -> dict[str, Any]:
+    """The Hub's ``safetensors`` field: parameters per dtype, read from the files' headers as the Hub does."""
+    parameters: dict[str, int] = {}
+    for entry in repo.entries.values():
+        if not entry.path.endswith(".safetensors") or entry.size < 8:
+            continue
+        head = bytes(next(_pieces(entry.content, 0, min(entry.size, PIECE))))  # a larger header: none
+        length = int.from_bytes(head[:8], "little")
+        try:
+            header = json.loads(head[8 : 8 + length])
+        except ValueError:
+            continue  # random bytes named .safetensors: the Hub would report nothing either
+        for key, tensor in header.items():
+            if key != "__metadata__" and isinstance(tensor, dict):
+                count = 1
+                for dimension in tensor["shape"]:
+                    count *= dimension
+                parameters[tensor["dtype"]] = parameters.get(tensor["dtype"], 0) + count
+    if not parameters:
+        return {}
+    return {"safetensors": {"parameters": parameters, "total": sum(parameters.values())}}
 
 
 def _front_matter(readme: str) -> dict[str, Any]:

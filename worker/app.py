@@ -231,20 +231,36 @@ class Registry:
 
     async def site(self, request: Request) -> Response:
         path = request.scope["path"]
-        key = site.site_key(path)
+        try:
+            key = site.site_key(path)
+        except RegistryError as error:
+            if error.status == 404:
+                return await self._site_not_found(request, error)
+            raise
         size = await self.content.site_size(key)
         if size is None:
             if not path.endswith("/") and await self.content.site_size(f"{key}/{site.INDEX}") is not None:
                 return RedirectResponse(path + "/", 308)  # a directory: relative links need the slash
-            raise RegistryError.not_found()
+            return await self._site_not_found(request, RegistryError.not_found())
+        return await self._site_file(request, key, size, 200)
+
+    async def _site_not_found(self, request: Request, error: RegistryError) -> Response:
+        """A browser gets the site's own 404 page (status 404) when the site has one; a client, JSON."""
+        size = await self.content.site_size(site.NOT_FOUND_PAGE)
+        if size is None:
+            raise error
+        return await self._site_file(request, site.NOT_FOUND_PAGE, size, 404)
+
+    async def _site_file(self, request: Request, key: str, size: int, status: int) -> Response:
         headers = {
             "Content-Type": site.content_type(key),
             "Content-Length": str(size),
-            "Cache-Control": site.CACHE_CONTROL,
+            "Cache-Control": site.cache_control(key) if status == 200 else "no-store",
         }
         if request.method == "HEAD":
-            return Response(b"", headers=headers)
-        return StreamingResponse(await open_stream(self.content.read_site(key, size), size), headers=headers)
+            return Response(b"", status_code=status, headers=headers)
+        body = await open_stream(self.content.read_site(key, size), size)
+        return StreamingResponse(body, status_code=status, headers=headers)
 
 
 async def _no_route(scope: Scope, receive: Receive, send: Send) -> None:

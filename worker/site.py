@@ -9,6 +9,8 @@ Example::
     ('index.html', 'models/gpt2/index.html')
     >>> content_type("style.css")
     'text/css; charset=utf-8'
+    >>> cache_control("assets/site.0123456789abcdef.js")
+    'public, max-age=31536000, immutable'
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ from __future__ import annotations
 import mimetypes
 
 from pipeline.errors import StoreError
+from pipeline.site.assets import is_hashed_asset
 from pipeline.store.backend import check_key
 from worker.errors import RegistryError
 
 INDEX = "index.html"
+NOT_FOUND_PAGE = "404.html"  # the site's own 404 page, served for any unknown path outside /v2/
 CACHE_CONTROL = "public, max-age=60"  # the site changes on every publish: browsers recheck soon
+IMMUTABLE = "public, max-age=31536000, immutable"  # a name that carries its content hash never changes
 MAX_PATH_BYTES = 512  # S3 keys stop at 1024 bytes, prefix included: stay well below
 MAX_COMPONENT_BYTES = 255  # NAME_MAX: a longer file name cannot exist (and the OS would refuse to look)
 
@@ -39,6 +44,11 @@ def site_key(path: str) -> str:
     if any(len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES for part in key.split("/")):
         raise RegistryError.not_found()
     return key
+
+
+def cache_control(key: str) -> str:
+    """Assets named by their content hash are kept forever; pages are rechecked after a minute."""
+    return IMMUTABLE if is_hashed_asset(key) else CACHE_CONTROL
 
 
 def content_type(key: str) -> str:

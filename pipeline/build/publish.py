@@ -154,6 +154,10 @@ def catalog_record(
     ``formats`` has one entry per other format of the image, by name (``modelkit``, ``modelpack``):
     ``{"mediaType", "artifactType", "digest", "size", "tags"}``, ``tags`` being its tags
     (``<tag>-modelkit``...) in the order of ``tags``.
+
+    ``extra`` holds what the Hub said (:meth:`RepoSnapshot.metadata`) and the model card text. The
+    record holds no clock time: the same input gives the same record (the site reads when it was
+    published from the store).
     """
     return {
         **extra,
@@ -168,6 +172,10 @@ def catalog_record(
         "toc_digest": built.layer.toc_digest,
         "diff_id": built.layer.diff_id,
         "platforms": [str(p) for p in platforms],
+        "manifests": [
+            {"platform": str(m.descriptor.platform), "digest": m.descriptor.digest, "size": m.descriptor.size}
+            for m in built.image.manifests
+        ],
         "format_version": FORMAT_VERSION,
         "format": FORMAT_DESCRIPTION,
         "total_size": built.content_bytes,

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from pipeline import __version__
-from pipeline.cli import build, changes, plan, report, store, update
+from pipeline.cli import build, changes, plan, report, site, store, update
 from pipeline.cli.console import FORMATTER, err
 from pipeline.errors import ModelsFileError, ModelyardError
 from pipeline.oci.format import FORMAT_DESCRIPTION
@@ -37,6 +37,7 @@ def parser() -> argparse.ArgumentParser:
     report.register(commands)
     changes.register(commands)
     serve.register(commands)
+    site.register(commands)
     return root
 
 

@@ -25,6 +25,7 @@ from pipeline.cli.console import (
     out,
 )
 from pipeline.cli.plan import preview_build
+from pipeline.cli.site import refresh_site
 from pipeline.errors import InvalidNameError, ModelsFileError, ModelyardError
 from pipeline.github import problem_annotation
 from pipeline.hub.client import DEFAULT_TIMEOUT, HubClient
@@ -203,6 +204,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     print_outcomes(outcomes)
     if args.report:
         write_report(Path(args.report), outcomes)
+    refresh_site(store, args.models)  # the site never lags the registry
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
@@ -334,6 +336,7 @@ def build_from_dir(args: argparse.Namespace) -> int:
         )
     print_built(built)
     out.print(f"stored in {store.backend.url()}")
+    refresh_site(store, DEFAULT_MODELS_FILE, explicit=False)
     return 0
 
 

@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -89,6 +89,13 @@ class RepoSnapshot:
     tags: tuple[str, ...] = ()
     gated: bool = False
     private: bool = False
+    languages: tuple[str, ...] = ()
+    base_models: tuple[str, ...] = ()
+    parameters: int | None = None  # from the Hub's safetensors metadata, when the weights are safetensors
+    tensor_types: tuple[tuple[str, int], ...] = ()  # (dtype, parameter count), largest first
+    downloads: int | None = None  # over the last 30 days, when the snapshot was taken
+    likes: int | None = None
+    card_data: dict[str, Any] = field(default_factory=dict)  # the model card's front matter
 
     @property
     def source_url(self) -> str:
@@ -103,6 +110,13 @@ class RepoSnapshot:
             "library_name": self.library_name,
             "hub_tags": list(self.tags),
             "gated": self.gated,
+            "languages": list(self.languages),
+            "base_models": list(self.base_models),
+            "parameters": self.parameters,
+            "tensor_types": dict(self.tensor_types),
+            "downloads": self.downloads,
+            "likes": self.likes,
+            "card_data": self.card_data,
         }
 
 
@@ -145,6 +159,7 @@ class HubClient:
                 f"(first: {unlisted[0]}); the listing is incomplete, try again later"
             )
         card: dict[str, Any] = info.card_data.to_dict() if info.card_data is not None else {}  # type: ignore[no-untyped-call]
+        safetensors = info.safetensors
         return RepoSnapshot(
             hf_id=info.id or hf_id,
             revision=revision,
@@ -155,6 +170,15 @@ class HubClient:
             tags=tuple(info.tags or ()),
             gated=bool(info.gated),
             private=bool(info.private),
+            languages=_strings(card.get("language")),
+            base_models=tuple(info.base_models or ()) or _strings(card.get("base_model")),
+            parameters=safetensors.total if safetensors is not None else None,
+            tensor_types=tuple(sorted(safetensors.parameters.items(), key=lambda item: (-item[1], item[0])))
+            if safetensors is not None
+            else (),
+            downloads=info.downloads,
+            likes=info.likes,
+            card_data=_json_safe(card),
         )
 
     def list_files(self, hf_id: str, revision: str) -> list[RepoFile]:
@@ -335,6 +359,26 @@ def _license(card_license: object, tags: Iterable[str]) -> str:
         if tag.startswith("license:"):
             return tag.removeprefix("license:")
     return ""
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    """A front-matter field that may be one string or a list of them."""
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list):
+        return tuple(str(item) for item in value if isinstance(item, str | int | float))
+    return ()
+
+
+def _json_safe(value: Any) -> Any:
+    """Front matter as plain JSON: YAML dates and other scalars become strings."""
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
 
 
 def _progress_class(on_bytes: Callable[[int], None]) -> type:
