@@ -223,6 +223,7 @@ class S3Backend:
         self.prefix = prefix.strip("/")
         self._client = client
         self._slow_client = slow_client
+        self._session: boto3.session.Session | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -245,7 +246,7 @@ class S3Backend:
         with self._lock:
             if self._client is None:
                 config = Config(retries=_RETRIES, max_pool_connections=32)
-                self._client = boto3.session.Session().client("s3", config=config)
+                self._client = self._boto_session().client("s3", config=config)
             return self._client
 
     @property
@@ -258,8 +259,14 @@ class S3Backend:
                     retries=_RETRIES,
                     max_pool_connections=32,  # a multipart copy sends 10 parts at once
                 )
-                self._slow_client = boto3.session.Session().client("s3", config=config)
+                self._slow_client = self._boto_session().client("s3", config=config)
             return self._slow_client
+
+    def _boto_session(self) -> boto3.session.Session:
+        # One session for both clients: they share its loaded service model (tens of MB each otherwise).
+        if self._session is None:
+            self._session = boto3.session.Session()
+        return self._session
 
     def url(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
