@@ -36,6 +36,7 @@ def test_build_from_dir_then_export(tmp_path: Path, tree: MakeTree, capsys: pyte
     assert main(["build", "--from-dir", str(source), "--name", "My-Org/Model", "--store", str(store)]) == 0
     output = capsys.readouterr().out
     assert "my-org/model:latest" in output and "files    2 (1,002 bytes)" in output
+    assert "(my-org/model:latest-modelkit)" in output and "(my-org/model:latest-modelpack)" in output
     assert Store(LocalBackend(store)).tags("my-org/model") == with_formats(["latest"])
     assert main(["export-oci-layout", "my-org/model", str(tmp_path / "oci"), "--store", str(store)]) == 0
     assert (tmp_path / "oci" / "index.json").exists()

@@ -13,7 +13,7 @@ import json
 import os
 import subprocess
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from pipeline.oci.image import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Descriptor
 from pipeline.oci.references import reachable
 from pipeline.oci.referrers import scan_repository
 from pipeline.oci.toc import TocChunk, read_toc
-from pipeline.oci.virtual import Blobs, read_chunk
+from pipeline.oci.virtual import Blobs, ChunkCache, read_chunk
 from pipeline.store import LocalBackend, Store
 from pipeline.store.gc import collect_garbage
 from pipeline.store.store import blob_key
@@ -374,3 +374,48 @@ def test_a_stored_blob_is_never_shadowed_by_a_virtual_one(published: Published) 
     assert blobs.virtual(config.digest) is None
     assert b"".join(blobs.read_range(config, 0, config.size)) == published.files["config.json"]
     assert TOC_DIGEST_ANNOTATION in published.built.image.layer.annotations
+
+
+def test_the_chunk_cache_keeps_checked_chunks_most_recently_used_first() -> None:
+    cache = ChunkCache(max_bytes=10)
+    reads: list[bytes] = []
+
+    def reading(data: bytes) -> Callable[[], bytes]:
+        def read() -> bytes:
+            reads.append(data)
+            return data
+
+        return read
+
+    def chunk(member: int) -> TocChunk:
+        return TocChunk(0, 4, member, member + 1, 0, sha256(b""))
+
+    assert cache.load("layer", chunk(1), reading(b"aaaa")) == b"aaaa"
+    assert cache.load("layer", chunk(1), reading(b"never")) == b"aaaa"  # a hit reads nothing
+    cache.load("layer", chunk(2), reading(b"bbbb"))
+    cache.load("layer", chunk(1), reading(b"never"))  # 1 is now the most recently used
+    cache.load("layer", chunk(3), reading(b"cccc"))  # past 10 bytes: 2 goes
+    assert cache.size == 8 and reads == [b"aaaa", b"bbbb", b"cccc"]
+    assert cache.load("layer", chunk(2), reading(b"bbbb")) == b"bbbb" and reads[-1] == b"bbbb"
+    assert cache.load("other", chunk(1), reading(b"dddd")) == b"dddd"  # keyed by layer too
+    assert cache.load("layer", chunk(9), reading(b"x" * 11)) == b"x" * 11 and cache.size <= 10  # too big to keep
+
+    def corrupt() -> bytes:
+        raise IntegrityError("bad chunk")
+
+    with pytest.raises(IntegrityError):
+        cache.load("layer", chunk(7), corrupt)
+    assert cache.load("layer", chunk(7), reading(b"good")) == b"good"  # a failure is never kept
+
+
+def test_a_walk_counts_virtual_blobs_present_while_their_layer_is(published: Published) -> None:
+    from pipeline.oci.references import missing
+
+    store = published.store
+    for tag in store.tags(NAME):
+        assert missing(store, store.get_tag(NAME, tag)) == [], tag  # type: ignore[arg-type]
+    store.backend.delete(blob_key(published.built.layer.digest))
+    lost = missing(store, store.get_tag(NAME, "latest-modelpack"))  # type: ignore[arg-type]
+    assert {d.digest for d in lost} == {published.built.layer.digest} | {
+        sha256(data) for data in published.files.values()
+    }

@@ -85,7 +85,7 @@ class Registry:
         self.config = config
         self.metrics = metrics
         self.content = Content(store, config.cache_seconds)
-        self.virtual = VirtualContent(store, config.cache_seconds)
+        self.virtual = VirtualContent(store, config.cache_seconds, config.virtual_cache_bytes)
 
     async def v2(self, request: Request) -> Response:
         endpoint = paths.parse_v2_path(request.scope["path"])

@@ -76,6 +76,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "here). A presigned URL names the access key id (never the secret): presign with a read-only key",
     )
     command.add_argument("--no-access-log", action="store_true", help="do not log a JSON line per request")
+    command.add_argument(
+        "--virtual-cache-mib",
+        type=int,
+        default=RegistryConfig.virtual_cache_bytes // (1024 * 1024),
+        metavar="N",
+        help="memory for checked chunks of virtual blobs (a ModelPack's per-file layers, decompressed out of "
+        "the image layer), so a popular file is decompressed once; 0 turns it off (default: %(default)s)",
+    )
     limits = ConnectionLimits()
     command.add_argument(
         "--max-connections",
@@ -111,7 +119,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     store = open_serving_store(args.store)
     config = RegistryConfig(
-        cache_seconds=args.cache_seconds, public_blob_url=args.public_blob_url, presign_seconds=args.presign_seconds
+        cache_seconds=args.cache_seconds,
+        public_blob_url=args.public_blob_url,
+        presign_seconds=args.presign_seconds,
+        virtual_cache_bytes=max(args.virtual_cache_mib, 0) * 1024 * 1024,
     )
     configure_logging()
     access_log = None if args.no_access_log else AccessLog(sys.stdout)

@@ -22,6 +22,8 @@ class RegistryConfig:
     public_blob_url: str | None = None
     # Whole-blob GETs answer 307 to a presigned store URL valid this long (S3 only; 0: off).
     presign_seconds: int = 0
+    # Memory for checked chunks of virtual blobs (a ModelPack's raw layers), most recently used kept.
+    virtual_cache_bytes: int = 256 * 1024 * 1024
 
     def public_url_of(self, digest: str) -> str | None:
         if self.public_blob_url is None:

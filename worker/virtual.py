@@ -3,8 +3,9 @@
 A repository's links (:func:`pipeline.oci.referrers.scan_repository`: which format manifests refer
 to which index, which raw layers are virtual) are rebuilt at most every ``cache_seconds``, once
 however many requests ask at the same moment. A layer's TOC is read and checked once and kept
-(layers are immutable). Reading a virtual blob decompresses only the chunks a range touches, one
-chunk ahead of the one being sent, on a pool as large as the machine has cores.
+(layers are immutable). Reading a virtual blob decompresses only the chunks a range touches, two
+chunks ahead of the one being sent, on a pool as large as the machine has cores; checked chunks are
+kept in a bounded cache (``--virtual-cache-mib``), so a popular file is decompressed once.
 
 Example::
 
@@ -28,8 +29,8 @@ from pipeline.errors import IntegrityError, NotFoundError
 from pipeline.oci.estargz import TOC_DIGEST_ANNOTATION
 from pipeline.oci.image import Descriptor
 from pipeline.oci.referrers import RepositoryLinks, scan_repository
-from pipeline.oci.toc import Toc, TocFile, read_toc
-from pipeline.oci.virtual import VirtualBlob, file_of, read_file_range
+from pipeline.oci.toc import Toc, TocChunk, TocFile, read_toc
+from pipeline.oci.virtual import ChunkCache, VirtualBlob, file_of, read_chunk, read_file_range
 from pipeline.store import Store
 from worker.cache import MISSING, ExpiringCache
 from worker.content import CONTENT_CACHE_SECONDS, MAX_CACHE_ENTRIES, in_thread
@@ -53,8 +54,9 @@ class VirtualFile:
 
 
 class VirtualContent:
-    def __init__(self, store: Store, cache_seconds: float) -> None:
+    def __init__(self, store: Store, cache_seconds: float, chunk_cache_bytes: int = 0) -> None:
         self.store = store
+        self.chunks = ChunkCache(chunk_cache_bytes)
         self._links: ExpiringCache[str, RepositoryLinks] = ExpiringCache(cache_seconds, MAX_CACHE_ENTRIES)
         self._tocs: ExpiringCache[str, Toc] = ExpiringCache(CONTENT_CACHE_SECONDS, MAX_CACHED_TOCS)
         self._loading: dict[object, asyncio.Future[Any]] = {}
@@ -91,9 +93,12 @@ class VirtualContent:
         )
 
     def _read(self, blob: VirtualBlob, file: TocFile, start: int, end: int) -> Iterator[bytes]:
-        pieces = read_file_range(
-            self._layer_reader(blob.layer), file, start, end, executor=self._pool, label=f"layer {blob.layer.digest}"
-        )
+        reader, label = self._layer_reader(blob.layer), f"layer {blob.layer.digest}: {file.path}"
+
+        def load(chunk: TocChunk) -> bytes:
+            return self.chunks.load(blob.layer.digest, chunk, lambda: read_chunk(reader, chunk, label))
+
+        pieces = read_file_range(load, file, start, end, executor=self._pool)
         try:
             yield from pieces
         except NotFoundError as error:

@@ -144,6 +144,7 @@ def print_built(built: BuiltImage) -> None:
         "index": built.index.digest,
         "toc": built.layer.toc_digest,
         "diff id": built.layer.diff_id,
+        **{f.name: f"{f.descriptor.digest} ({built.name}:{built.tags[0]}-{f.name})" for f in built.formats},
         "time": f"{built.seconds:.1f} s, {megabytes_per_second(built.content_bytes, built.seconds)}",
     }
     for key, value in rows.items():

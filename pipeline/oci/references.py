@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from pipeline.oci.image import MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Descriptor
+from pipeline.oci.virtual import Blobs
 from pipeline.store import Store
 
 
@@ -37,3 +38,13 @@ def reachable(store: Store, root: Descriptor) -> Iterator[Descriptor]:
             children.append(document["subject"])
     for child in children:
         yield from reachable(store, Descriptor.from_json(child))
+
+
+def missing(store: Store, root: Descriptor) -> list[Descriptor]:
+    """What ``root`` reaches that cannot be read back at its size.
+
+    A virtual blob (a ModelPack's raw layer) is never stored: it is present while the eStargz layer
+    holding its file is. Raises NotFoundError when a referenced manifest or index is missing.
+    """
+    blobs = Blobs(store)
+    return [descriptor for descriptor in blobs.learn(reachable(store, root)) if not blobs.present(descriptor)]

@@ -20,7 +20,7 @@ Example::
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
@@ -101,19 +101,18 @@ def file_of(toc: Toc, blob: VirtualBlob) -> TocFile:
 
 
 def read_file_range(
-    read_layer: RangeReader,
+    load: Callable[[TocChunk], bytes],
     file: TocFile,
     start: int,
     end: int,
     *,
     executor: Executor | None = None,
-    label: str = "layer",
 ) -> Generator[bytes, None, None]:
-    """Bytes ``start:end`` of ``file``, reading and checking only the chunks that range touches.
+    """Bytes ``start:end`` of ``file``, loading only the chunks that range touches.
 
-    With an ``executor``, the next chunk is read and decompressed while the current one is consumed.
-    Raises :class:`IntegrityError` (before yielding any of its bytes) for a chunk that does not match
-    its digest.
+    ``load`` returns a chunk's checked bytes (:func:`read_chunk`, or a cache in front of it). With an
+    ``executor``, the next chunks load while the current one is consumed. A chunk that fails its
+    check raises (:class:`IntegrityError`) before any of its bytes are yielded.
     """
     chunks = file.chunks_between(start, end)
 
@@ -121,9 +120,6 @@ def read_file_range(
         if chunk.file_offset >= start and chunk.file_end <= end:
             return data
         return data[max(start - chunk.file_offset, 0) : min(end, chunk.file_end) - chunk.file_offset]
-
-    def load(chunk: TocChunk) -> bytes:
-        return read_chunk(read_layer, chunk, f"{label}: {file.path}")
 
     if executor is None:
         for chunk in chunks:
@@ -166,6 +162,39 @@ def read_chunk(read_layer: RangeReader, chunk: TocChunk, label: str) -> bytes:
     return data
 
 
+class ChunkCache:
+    """Checked chunks of virtual blobs, the most recently used kept up to ``max_bytes`` (thread-safe).
+
+    A chunk enters only once it matched its digest, so what the cache answers is what the layer holds;
+    a popular file is then decompressed once, not once per pull.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._chunks: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def load(self, layer: str, chunk: TocChunk, read: Callable[[], bytes]) -> bytes:
+        """The chunk at ``chunk.member_offset`` of ``layer``, from the cache or from ``read``."""
+        key = (layer, chunk.member_offset)
+        with self._lock:
+            data = self._chunks.get(key)
+            if data is not None:
+                self._chunks.move_to_end(key)
+                return data
+        data = read()
+        if len(data) <= self.max_bytes:
+            with self._lock:
+                if key not in self._chunks:
+                    self._chunks[key] = data
+                    self.size += len(data)
+                while self.size > self.max_bytes:
+                    _, dropped = self._chunks.popitem(last=False)
+                    self.size -= len(dropped)
+        return data
+
+
 class Blobs:
     """Reads the blobs a walk reaches: stored ones from the store, virtual ones out of their layer.
 
@@ -196,9 +225,10 @@ class Blobs:
         return None if blob is None or self.store.has_blob(digest) else blob
 
     def present(self, descriptor: Descriptor) -> bool:
-        """Whether the blob can be read: stored, or virtual and its layer stored."""
+        """Whether the blob can be read: stored (at its size), or virtual and its layer stored."""
         blob = self.virtual(descriptor.digest)
-        return self.store.has_blob(blob.layer.digest if blob is not None else descriptor.digest)
+        stored = blob.layer if blob is not None else descriptor
+        return self.store.blob_size(stored.digest) == stored.size
 
     def read_range(self, descriptor: Descriptor, start: int, end: int) -> Iterator[bytes]:
         """Bytes ``start:end`` of the blob; raises NotFoundError when it is absent (or its layer is)."""
@@ -206,9 +236,8 @@ class Blobs:
         if blob is None:
             return self.store.read_blob_range(descriptor.digest, start, end)
         file = file_of(self.toc(blob.layer), blob)
-        return read_file_range(
-            self._layer_reader(blob.layer), file, start, end, executor=self.executor, label=blob.layer.digest
-        )
+        reader, label = self._layer_reader(blob.layer), f"{blob.layer.digest}: {file.path}"
+        return read_file_range(lambda chunk: read_chunk(reader, chunk, label), file, start, end, executor=self.executor)
 
     def toc(self, layer: Descriptor) -> Toc:
         with self._lock:
