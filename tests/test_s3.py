@@ -7,6 +7,7 @@ checksum with every part and object, and that a refusal leaves nothing behind.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -16,10 +17,12 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
+from botocore.config import Config
 from botocore.exceptions import EndpointConnectionError
 
 from pipeline.build.publish import build_and_publish
@@ -105,8 +108,8 @@ def test_a_part_that_fails_aborts_the_upload(s3: S3, weights: Path, prefix: str)
     assert dangling(s3_store(prefix)) == {**NOTHING, "tags": with_formats(["latest"])}
 
 
-def respond(status: int, body: bytes) -> Callable[..., AWSResponse | None]:
-    """A before-send hook that answers the first request itself."""
+def respond(status: int, body: bytes, nth: int = 1) -> Callable[..., AWSResponse | None]:
+    """A before-send hook that answers the ``nth`` request itself (the others go to the server)."""
     calls = []
 
     class Raw:
@@ -115,7 +118,7 @@ def respond(status: int, body: bytes) -> Callable[..., AWSResponse | None]:
 
     def hook(request: Any, **kwargs: Any) -> AWSResponse | None:
         calls.append(request)
-        return AWSResponse(request.url, status, {}, Raw()) if len(calls) == 1 else None
+        return AWSResponse(request.url, status, {}, Raw()) if len(calls) == nth else None
 
     return hook
 
@@ -188,3 +191,92 @@ def test_sigkill_mid_upload_then_gc_and_rerun(s3: S3, tree: MakeTree, prefix: st
     rerun = subprocess.run(command, env={**os.environ, **s3.env}, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     assert store.tags("org/model") == with_formats(["latest"])
+
+
+# --- Completing a multipart upload: it can take minutes, and its answer can be lost ---------------------
+
+NO_SUCH_UPLOAD = b"<Error><Code>NoSuchUpload</Code><Message>The specified upload does not exist.</Message></Error>"
+
+
+def completions(client: Any) -> list[Any]:
+    """Every CompleteMultipartUpload request ``client`` sends (each attempt)."""
+    sent: list[Any] = []
+    client.meta.events.register("before-send.s3.CompleteMultipartUpload", lambda request, **kw: sent.append(request))
+    return sent
+
+
+def test_a_completion_slower_than_the_request_timeout_is_waited_for(
+    s3: S3, weights: Path, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # moto assembles a multi-GiB upload for minutes; AWS documents completions that long. Ordinary
+    # requests here give up after 1 s, and moto (in this process) takes 3 s to complete: only a client
+    # with a long read timeout for completions gets through, in one attempt, without a retry.
+    from moto.s3.models import S3Backend as MotoS3
+
+    complete = MotoS3.complete_multipart_upload
+
+    def slow(self: MotoS3, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(3)
+        return complete(self, *args, **kwargs)
+
+    monkeypatch.setattr(MotoS3, "complete_multipart_upload", slow)
+    impatient = boto3.session.Session().client(
+        "s3", config=Config(read_timeout=1, retries={"mode": "standard", "max_attempts": 2})
+    )
+    store = s3_store(prefix, impatient)
+    sent = completions(store.backend.slow_client)  # type: ignore[attr-defined]
+    built = publish(store, weights)
+    assert len(sent) == 1
+    assert store.read_blob(built.index.digest) and dangling(store) == {**NOTHING, "tags": with_formats(["latest"])}
+
+
+def test_a_completion_retried_after_it_was_done_is_accepted(s3: S3, weights: Path, prefix: str) -> None:
+    # The first attempt completes the upload but its answer is lost (a read timeout, a reset): botocore
+    # sends it again, and S3, which has forgotten the upload by then, answers NoSuchUpload.
+    slow_client = boto3.session.Session().client("s3")
+    sent = completions(slow_client)
+
+    def lost_answer(attempts: int, **kwargs: Any) -> int | None:
+        return 0 if attempts == 1 else None  # retry at once, as after a timeout
+
+    slow_client.meta.events.register("needs-retry.s3.CompleteMultipartUpload", lost_answer)
+    slow_client.meta.events.register("before-send.s3.CompleteMultipartUpload", respond(404, NO_SUCH_UPLOAD, nth=2))
+    store = Store(S3Backend("models", prefix, boto3.session.Session().client("s3"), slow_client))
+    built = publish(store, weights)
+    assert len(sent) == 2
+    body = b"".join(store.read_blob_range(built.layer.digest, 0, built.layer.size))
+    assert f"sha256:{hashlib.sha256(body).hexdigest()}" == built.layer.digest
+    assert dangling(store) == {**NOTHING, "tags": with_formats(["latest"])}
+
+
+@pytest.mark.parametrize("left", ["nothing", "another object"])
+def test_a_completion_whose_upload_is_gone_fails_clearly(s3: S3, weights: Path, prefix: str, left: str) -> None:
+    # NoSuchUpload and no object of the parts' size and checksum under the temporary key: the upload was
+    # aborted meanwhile (gc, a lifecycle rule); nothing may be published.
+    other = boto3.session.Session().client("s3")
+    slow_client = boto3.session.Session().client("s3")
+
+    def gone(request: Any, **kwargs: Any) -> AWSResponse | None:
+        if left == "another object":
+            other.put_object(Bucket="models", Key=urlsplit(request.url).path.split("/", 2)[2], Body=b"x" * 100)
+        return respond(404, NO_SUCH_UPLOAD)(request)
+
+    slow_client.meta.events.register("before-send.s3.CompleteMultipartUpload", gone)
+    store = Store(S3Backend("models", prefix, boto3.session.Session().client("s3"), slow_client))
+    expected = "no object was made from it" if left == "nothing" else "the object there is 100 bytes"
+    with pytest.raises(StoreError, match=rf"upload is gone \(NoSuchUpload\) and {expected}.*expected \d+ bytes"):
+        publish(store, weights)
+    assert dangling(store) == NOTHING and not list(store.backend.list("blobs/"))
+    publish(s3_store(prefix), weights)  # a re-run converges
+    assert dangling(s3_store(prefix)) == {**NOTHING, "tags": with_formats(["latest"])}
+
+
+def test_a_completion_answered_200_with_an_error_is_retried(s3: S3, weights: Path, prefix: str) -> None:
+    # AWS documents that CompleteMultipartUpload can answer 200 and put the error in the body.
+    slow_client = boto3.session.Session().client("s3")
+    sent = completions(slow_client)
+    error = b"<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>"
+    slow_client.meta.events.register("before-send.s3.CompleteMultipartUpload", respond(200, error))
+    store = Store(S3Backend("models", prefix, boto3.session.Session().client("s3"), slow_client))
+    publish(store, weights)
+    assert len(sent) == 2 and dangling(store) == {**NOTHING, "tags": with_formats(["latest"])}

@@ -10,6 +10,13 @@ object is therefore never visible under a digest key; a failed upload is aborted
 sweeps temporaries left by a killed process. Every part and object carries a SHA-256 checksum that
 the server verifies, so a corrupted transfer is refused.
 
+Completing a multipart upload and copying an object happen on the server and can take minutes for a
+multi-GiB layer (AWS documents both; moto assembles the parts in memory), so those calls go through a
+second client whose read timeout is long (:data:`SLOW_READ_TIMEOUT`); every other request keeps
+botocore's 60 s, so a stalled part upload is retried soon. A completion retried after its first attempt
+did complete (its response was lost) may answer NoSuchUpload: the temporary object is then checked for
+the size and SHA-256 composite checksum of the parts sent, and accepted when it matches.
+
 Example::
 
     backend = S3Backend.from_url("s3://models/prod")
@@ -41,11 +48,27 @@ PARTS_PER_SIZE_STEP = 1_000  # part size doubles every 1,000 parts: 10,000 parts
 UPLOAD_CONCURRENCY = 4
 READ_PIECE = 1024 * 1024
 COPY_OBJECT_LIMIT = 5 * 1024**3  # CopyObject's limit; larger objects are copied in parts
+SLOW_READ_TIMEOUT = 20 * 60  # seconds to wait for the answer of a completion or a server-side copy
+# Operations that work on a whole object server-side before answering: the slow client's.
+SLOW_OPERATIONS = frozenset({"complete_multipart_upload", "copy_object", "upload_part_copy"})
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+_RETRIES = {"mode": "standard", "max_attempts": 5}
 
 
 def _checksum(data: bytes | bytearray | memoryview) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+
+
+def composite_checksum(part_checksums: list[str]) -> str:
+    """The SHA-256 checksum S3 gives an object made of parts: the digest of the parts' digests, then ``-N``."""
+    digests = b"".join(base64.b64decode(checksum) for checksum in part_checksums)
+    return f"{_checksum(digests)}-{len(part_checksums)}"
+
+
+def error_code(err: BaseException) -> str:
+    """The S3 error code behind a StoreError raised by :meth:`S3Backend.call` ("" if it was not S3's answer)."""
+    cause = err.__cause__
+    return str(cause.response.get("Error", {}).get("Code", "")) if isinstance(cause, ClientError) else ""
 
 
 def part_size(part_number: int) -> int:
@@ -65,9 +88,11 @@ class S3Upload:
         self._done_parts: list[dict[str, Any]] = []
         self._pool: ThreadPoolExecutor | None = None
         self._finished = False
+        self._size = 0  # bytes written so far
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         self._buffer += data
+        self._size += len(data)
         while len(self._buffer) >= part_size(self._next_part_number()):
             size = part_size(self._next_part_number())
             self._send_part(bytes(self._buffer[:size]))
@@ -121,12 +146,7 @@ class S3Upload:
                     self._buffer.clear()
                 while self._parts:
                     self._done_parts.append(self._parts.popleft().result())
-                backend.call(
-                    "complete_multipart_upload",
-                    self.temp_key,
-                    UploadId=self._upload_id,
-                    MultipartUpload={"Parts": self._done_parts},
-                )
+                self._complete()
                 self._upload_id = None
                 backend.copy(self.temp_key, key)
                 backend.delete(self.temp_key)
@@ -136,6 +156,43 @@ class S3Upload:
         finally:
             self._close_pool()
         self._finished = True
+
+    def _complete(self) -> None:
+        """CompleteMultipartUpload, made idempotent: a retry that finds the upload gone checks what it made."""
+        try:
+            self._backend.call(
+                "complete_multipart_upload",
+                self.temp_key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._done_parts},
+            )
+        except StoreError as err:
+            if error_code(err) != "NoSuchUpload":
+                raise
+            # Either an earlier attempt of this very call completed it (its answer was lost) and S3
+            # has forgotten the upload, or it was aborted (gc, a lifecycle rule). The temporary key is
+            # ours alone, so an object there with the parts' size and checksum is our completed upload.
+            expected = composite_checksum([part["ChecksumSHA256"] for part in self._done_parts])
+            problem = self._completed_object_problem(expected)
+            if problem:
+                raise StoreError(
+                    f"S3 complete_multipart_upload {self.temp_key} in {self._backend.url()} failed: the upload is "
+                    f"gone (NoSuchUpload) and {problem}; expected {self._size} bytes with SHA-256 checksum "
+                    f"{expected}. Run the build again"
+                ) from err
+
+    def _completed_object_problem(self, expected_checksum: str) -> str:
+        """What is wrong with the temporary object, or "" if it is what completing the upload makes."""
+        try:
+            head = self._backend.call("head_object", self.temp_key, ChecksumMode="ENABLED")
+        except NotFoundError:
+            return "no object was made from it (aborted by `modelyard gc` or a lifecycle rule?)"
+        size = int(head["ContentLength"])
+        # S3 writes a composite checksum with its part count ("…=-3"), moto without; R2 may give none.
+        checksum = str(head.get("ChecksumSHA256") or "")
+        if size != self._size or (checksum and checksum.split("-")[0] != expected_checksum.split("-")[0]):
+            return f"the object there is {size} bytes with SHA-256 checksum {checksum or '(none)'}"
+        return ""
 
     def abort(self) -> None:
         if self._finished:
@@ -161,28 +218,55 @@ class S3Upload:
 class S3Backend:
     """Objects under ``s3://bucket/prefix``."""
 
-    def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
+    def __init__(self, bucket: str, prefix: str = "", client: Any = None, slow_client: Any = None) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self._client = client
+        self._slow_client = slow_client
+        self._session: boto3.session.Session | None = None
         self._lock = threading.Lock()
 
     @classmethod
-    def from_url(cls, url: str, client: Any = None) -> S3Backend:
-        """The backend of ``s3://bucket[/prefix]``; ``client`` replaces the default boto3 client (timeouts, retries)."""
+    def from_url(cls, url: str, client: Any = None, slow_client: Any = None) -> S3Backend:
+        """The backend of ``s3://bucket[/prefix]``.
+
+        ``client`` replaces the default boto3 client (timeouts, retries); ``slow_client`` the one for
+        the operations in :data:`SLOW_OPERATIONS`, which need a long read timeout. Each defaults to a
+        client configured from the environment.
+        """
         rest = url.removeprefix("s3://")
         bucket, _, prefix = rest.partition("/")
         if not bucket:
             raise StoreError(f"{url!r} names no bucket; expected s3://bucket[/prefix]")
-        return cls(bucket, prefix, client)
+        return cls(bucket, prefix, client, slow_client)
 
     @property
     def client(self) -> Any:
+        """The client of ordinary requests: botocore's 60 s read timeout, 5 attempts."""
         with self._lock:
             if self._client is None:
-                config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
-                self._client = boto3.session.Session().client("s3", config=config)
+                config = Config(retries=_RETRIES, max_pool_connections=32)
+                self._client = self._boto_session().client("s3", config=config)
             return self._client
+
+    @property
+    def slow_client(self) -> Any:
+        """The client of completions and server-side copies, which answer only once the work is done."""
+        with self._lock:
+            if self._slow_client is None:
+                config = Config(
+                    read_timeout=SLOW_READ_TIMEOUT,
+                    retries=_RETRIES,
+                    max_pool_connections=32,  # a multipart copy sends 10 parts at once
+                )
+                self._slow_client = self._boto_session().client("s3", config=config)
+            return self._slow_client
+
+    def _boto_session(self) -> boto3.session.Session:
+        # One session for both clients: they share its loaded service model (tens of MB each otherwise).
+        if self._session is None:
+            self._session = boto3.session.Session()
+        return self._session
 
     def url(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
@@ -193,8 +277,9 @@ class S3Backend:
 
     def call(self, operation: str, key: str, **kwargs: Any) -> Any:
         """Call an S3 operation on ``key``, turning failures into StoreError (never showing credentials)."""
+        client = self.slow_client if operation in SLOW_OPERATIONS else self.client
         try:
-            return getattr(self.client, operation)(Bucket=self.bucket, Key=self.object_key(key), **kwargs)
+            return getattr(client, operation)(Bucket=self.bucket, Key=self.object_key(key), **kwargs)
         except ClientError as err:
             code = str(err.response.get("Error", {}).get("Code", ""))
             if code in _NOT_FOUND:
@@ -251,7 +336,7 @@ class S3Backend:
     def copy(self, source: str, target: str) -> None:
         """Server-side copy (multipart above 5 GiB), keeping the SHA-256 checksum."""
         try:
-            self.client.copy(
+            self.slow_client.copy(
                 {"Bucket": self.bucket, "Key": self.object_key(source)},
                 self.bucket,
                 self.object_key(target),
@@ -259,7 +344,19 @@ class S3Backend:
                 Config=TransferConfig(multipart_threshold=COPY_OBJECT_LIMIT, multipart_chunksize=512 * 1024**2),
             )
         except (ClientError, BotoCoreError) as err:
+            if source != target and self._copied(source, target):
+                return
             raise StoreError(f"S3 copy {source} to {target} in {self.url()} failed: {err}") from err
+
+    def _copied(self, source: str, target: str) -> bool:
+        """Whether ``target`` holds a copy of ``source`` after all: a copy retried once it was done (its
+        answer lost) can fail, a multipart copy's completion with NoSuchUpload. A copy appears whole or
+        not at all, so a target of the source's size is the copy."""
+        try:
+            copied, original = self.stat(target), self.stat(source)
+        except StoreError:
+            return False
+        return copied is not None and original is not None and copied.size == original.size
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         base = f"{self.prefix}/" if self.prefix else ""
