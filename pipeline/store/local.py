@@ -1,7 +1,9 @@
 """The local directory backend: the embedded default store.
 
 Atomicity comes from the filesystem: every object is written to a temporary file under ``uploads/``,
-fsynced, and renamed into place, so a reader (or a crash) never sees part of an object.
+fsynced, and renamed into place, so a reader (or a crash) never sees part of an object; the rename and
+any directory made for it are fsynced too, so a crash keeps the order of writes (a tag is never
+durable before what it points at).
 
 Modes are set explicitly, whatever the umask: files 0644, directories 0755 (the image's own tar
 rules), so the registry and other users can read what a build wrote. The writer of a temporary
@@ -90,6 +92,15 @@ class LocalUpload:
             os.unlink(self.path)
 
 
+def _fsync_directory(path: Path) -> None:
+    """Make the entries of directory ``path`` (a rename into it, a directory made in it) durable."""
+    directory = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 class LocalBackend:
     """Objects as files under ``root``; keys are relative paths."""
 
@@ -116,14 +127,11 @@ class LocalBackend:
         target = self.path(key)
         self._make_directories(target.parent)
         os.replace(temp, target)
-        directory = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        _fsync_directory(target.parent)  # the rename itself survives a crash before the next write
 
     def _make_directories(self, directory: Path) -> None:
-        """Create ``directory`` and its missing parents, each 0755 whatever the umask."""
+        """Create ``directory`` and its missing parents, each 0755 whatever the umask, and durable: a
+        crash must not lose a directory a rename into it has already made durable."""
         if directory.is_dir():
             return
         missing = [directory, *(p for p in directory.parents if not p.is_dir())]
@@ -131,6 +139,7 @@ class LocalBackend:
             with contextlib.suppress(FileExistsError):
                 path.mkdir()
                 path.chmod(DIRECTORY_MODE)
+                _fsync_directory(path.parent)
 
     def _open(self, key: str) -> int:
         """A descriptor of the regular file ``key``; NotFoundError when absent, not a file, or outside.
