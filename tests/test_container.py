@@ -13,15 +13,11 @@ import fcntl
 import hashlib
 import http.client
 import json
-import shutil
 import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -30,6 +26,7 @@ from pipeline.oci.image import MEDIA_TYPE_INDEX
 from pipeline.store import Store
 from pipeline.store.s3 import S3Backend
 from tests.conftest import ROOT, require_tool, run
+from tests.podman import Podman, podman_sandbox
 from tests.registry_fixtures import moto_s3, publish, running_registry, small_model_files
 
 CACHE = ROOT / ".tools" / "container"
@@ -94,39 +91,10 @@ def wheelhouse() -> Path:
     return wheels
 
 
-@dataclass
-class Podman:
-    """podman and buildah on their own storage under temp dirs, with what this sandbox allows."""
-
-    root: Path
-    runroot: Path  # short: podman keeps sockets here
-    podman: str = field(default_factory=lambda: require_tool("podman"))
-    buildah: str = field(default_factory=lambda: require_tool("buildah"))
-
-    @property
-    def storage(self) -> list[str]:
-        return ["--root", str(self.root), "--runroot", str(self.runroot), "--storage-driver", "vfs"]
-
-    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
-        require_tool("runc")
-        options = ["--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "none"]
-        return run(self.podman, *self.storage, *options, *args)
-
-    def build(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return run(self.buildah, *self.storage, "build", "--isolation", "chroot", *args)
-
-
 @pytest.fixture
 def containers(tmp_path: Path) -> Iterator[Podman]:
-    runroot = Path(tempfile.mkdtemp(prefix="my-podman-"))  # podman wants at most 50 characters here
-    podman = Podman(tmp_path / "storage", runroot)
-    try:
+    with podman_sandbox(tmp_path / "storage") as podman:
         yield podman
-    finally:
-        subprocess.run([podman.podman, *podman.storage, "rm", "-f", "-a"], capture_output=True)
-        shutil.rmtree(runroot, ignore_errors=True)
-        # vfs layers hold files owned by other users: remove them as root, as podman made them
-        subprocess.run([podman.podman, *podman.storage, "system", "reset", "-f"], capture_output=True)
 
 
 class RoundRobinProxy:

@@ -16,6 +16,7 @@ import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -230,6 +231,47 @@ def test_every_raw_layer_is_its_file_under_the_catalog_sha256(published: Publish
         "1_Pooling/config.json": modelpack.MEDIA_TYPE_WEIGHT_CONFIG,
         "empty.txt": modelpack.MEDIA_TYPE_WEIGHT_CONFIG,
     }
+
+
+def docker_model_runner_view(manifest: dict[str, Any], config: dict[str, Any]) -> dict[str, str]:
+    """What Docker Model Runner makes of a ModelPack, by its rules (docker/model-runner, ``pkg/distribution``).
+
+    Its client is not installable here (Docker Desktop, or a Go module outside Debian); these are the
+    steps its pull and unpack take: ``checkCompat`` accepts the config media type; ``IsModelPackConfig``
+    reads the config as ModelPack when it has ``descriptor.createdAt`` or ``config.paramSize``;
+    ``Unpack`` takes the per-layer path (``UnpackFromLayers``) for the ModelPack ``artifactType``, puts
+    each layer at its ``org.cncf.model.filepath``, and of the generic weight layers takes a name with
+    ``mmproj`` as the projector and the first other one as the model file of ``config.format``.
+    """
+    assert manifest["config"]["mediaType"] == modelpack.MEDIA_TYPE_CONFIG
+    assert "createdAt" in config["descriptor"] or "paramSize" in config["config"]
+    assert manifest["artifactType"] == modelpack.ARTIFACT_TYPE
+    view = {"format": config["config"].get("format", "")}
+    for layer in manifest["layers"]:
+        path = layer["annotations"][modelpack.ANNOTATION_FILEPATH]
+        if layer["mediaType"] == modelpack.MEDIA_TYPE_WEIGHT:
+            role = "mmproj" if "mmproj" in path.rsplit("/", 1)[-1].lower() else view["format"]
+            view.setdefault(role, path)
+    return view
+
+
+def test_docker_model_runner_finds_the_model_file_of_gguf_and_safetensors(published: Published, tmp_path: Path) -> None:
+    def view(store: Store, name: str) -> dict[str, str]:
+        manifest = store.read_json_blob(store.get_tag(name, "latest-modelpack").digest)  # type: ignore[union-attr]
+        return docker_model_runner_view(manifest, store.read_json_blob(manifest["config"]["digest"]))  # type: ignore[arg-type, index]
+
+    assert view(published.store, NAME) == {"format": "safetensors", "safetensors": "model.safetensors"}
+    gguf = {  # a llama.cpp repository: quantizations side by side, a vision projector, the original weights
+        "README.md": b"# GGUF\n",
+        "mmproj-model-f16.gguf": b"GGUF" + os.urandom(100),
+        "model-Q4_K_M.gguf": b"GGUF" + os.urandom(300),
+        "model-Q8_0.gguf": b"GGUF" + os.urandom(500),
+        "original/model.safetensors": os.urandom(700),
+    }
+    store = Store(LocalBackend(tmp_path / "gguf-store"))
+    source = files_from_dir(write_tree(tmp_path / "gguf", gguf))
+    build_and_publish(store, source, name="org/gguf", tags=["latest"], metadata=ImageMetadata(title="org/gguf"))
+    assert view(store, "org/gguf") == {"format": "gguf", "mmproj": "mmproj-model-f16.gguf", "gguf": "model-Q4_K_M.gguf"}
 
 
 def test_model_facts() -> None:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +26,9 @@ from pipeline.oci.layout import export_oci_layout
 from pipeline.oci.virtual import Blobs
 from pipeline.store import LocalBackend, Store, open_store
 from pipeline.store.store import blob_key
+from tests.cncf_registry import cncf_registry
 from tests.conftest import require_tool, run, write_tree
+from tests.podman import podman_sandbox
 from tests.registry_fixtures import RunningRegistry, moto_s3, running_registry
 from tests.test_formats import METADATA, NAME, REVISION, MiB, model_files
 from tests.test_worker_app import multipart_parts
@@ -69,15 +69,6 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         build_and_publish(store, files_from_dir(other), name=OTHER, tags=["latest"], metadata=METADATA)
         with running_registry(location, workdir / "server", env=s3.env if s3 is not None else {}) as registry:
             yield Served(request.param, store, registry, built, files)
-
-
-@pytest.fixture
-def request_cleanup() -> Iterator[Callable[[Path], None]]:
-    """Directories to remove when the test ends (for those that cannot live under tmp_path)."""
-    paths: list[Path] = []
-    yield paths.append
-    for path in paths:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def sha256(data: bytes) -> str:
@@ -125,6 +116,29 @@ def test_skopeo_copies_every_format_with_identical_digests(served: Served, tmp_p
         assert sha256(blob.read_bytes()) == "sha256:" + blob.name
     for layer in served.raw_layers().values():  # every virtual blob, materialized by the copy
         assert (blobs / str(layer["digest"]).removeprefix("sha256:")).exists()
+
+
+def test_oras_copies_every_format_with_identical_digests(served: Served, tmp_path: Path) -> None:
+    """oras-go's Copy (``oras copy``) from modelyard to Debian's docker-registry: the same manifests and blobs."""
+    oras_copy, skopeo = require_tool("oras-copy"), require_tool("skopeo")
+    expected = {"latest": served.built.image.index} | {f"latest-{f.name}": f.manifest for f in served.built.formats}
+    with cncf_registry(require_tool("docker-registry"), tmp_path / "registry") as registry:
+        # containerd 1.6's pusher (under oras-go 1.1) panics on a zero-byte blob (its pushWriter.Commit writes
+        # to a pipe that only a Write opens): the copy finds empty.txt's blob already there instead.
+        empty = sha256(b"")
+        started = httpx.post(f"{registry.url}/v2/copy/{NAME}/blobs/uploads/")
+        location = httpx.URL(registry.url).join(started.headers["location"])
+        assert httpx.put(location.copy_add_param("digest", empty), content=b"").status_code == 201
+        for tag, manifest in expected.items():
+            source, target = f"{served.registry.host}/{NAME}:{tag}", f"{registry.host}/copy/{NAME}:{tag}"
+            assert run(oras_copy, source, target).stdout.strip() == manifest.descriptor.digest, tag
+            raw = run(skopeo, "inspect", "--raw", "--tls-verify=false", f"docker://{target}").stdout
+            assert raw.encode() == manifest.data, tag
+        blobs = [layer["digest"] for layer in served.raw_layers().values()]
+        blobs += [served.built.layer.digest] + [f.config.descriptor.digest for f in served.built.formats]
+        for digest in blobs:  # the virtual blobs too, now stored there under their digests
+            copied = httpx.get(f"{registry.url}/v2/copy/{NAME}/blobs/{digest}", follow_redirects=True)
+            assert copied.status_code == 200 and sha256(copied.content) == digest
 
 
 def test_virtual_blobs_answer_whole_ranged_multi_range_and_head(served: Served) -> None:
@@ -227,46 +241,38 @@ def test_a_corrupted_layer_fails_loudly_over_http(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("served", ["local"], indirect=True)
-def test_podman_mounts_the_served_image_as_a_volume(
-    served: Served, tmp_path: Path, request_cleanup: Callable[[Path], None]
-) -> None:
+def test_podman_mounts_the_served_image_as_a_volume(served: Served, tmp_path: Path) -> None:
     """``podman run --mount type=image``: what a Pod's ``volumes[].image.reference`` does in Kubernetes."""
-    podman, buildah = require_tool("podman"), require_tool("buildah")
     busybox = Path(require_tool("busybox"))
-    runroot = Path(tempfile.mkdtemp(prefix="modelyard-podman-"))  # podman wants at most 50 characters here
-    request_cleanup(runroot)
-    storage = ["--root", str(tmp_path / "root"), "--runroot", str(runroot), "--storage-driver", "vfs"]
     context = write_tree(tmp_path / "context", {"bin/busybox": busybox.read_bytes()})
     (context / "bin/busybox").chmod(0o755)
     (context / "Containerfile").write_text('FROM scratch\nCOPY bin/busybox /bin/busybox\nENTRYPOINT ["/bin/busybox"]\n')
-    run(buildah, *storage, "build", "--isolation", "chroot", "-q", "-t", "localhost/busybox", str(context))
     image = f"{served.registry.host}/{NAME}:latest"
-    # Like the kubelet, pull the volume's image first; then mount it read-only into a container.
-    options = [*storage, "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "none"]
-    run(podman, *options, "pull", "--tls-verify=false", "-q", image)
     paths = sorted(served.files)
     script = (
         "sha256sum " + " ".join(f"'/model/{p}'" for p in paths) + "; touch /model/x 2>/dev/null && echo WRITABLE; true"
     )
-    result = run(
-        podman,
-        *options,
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        # podman's default limits raise the process's, which needs CAP_SYS_RESOURCE; lowering never does.
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        "--mount",
-        f"type=image,source={image},destination=/model",
-        "localhost/busybox",
-        "sh",
-        "-c",
-        script,
-    )
+    with podman_sandbox(tmp_path / "storage") as podman:
+        podman.build("-q", "-t", "localhost/busybox", str(context))
+        # Like the kubelet, pull the volume's image first; then mount it read-only into a container.
+        podman("pull", "--tls-verify=false", "-q", image)
+        result = podman(
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            # podman's default limits raise the process's, which needs CAP_SYS_RESOURCE; lowering never does.
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            "--mount",
+            f"type=image,source={image},destination=/model",
+            "localhost/busybox",
+            "sh",
+            "-c",
+            script,
+        )
     sums = {line.split("  ", 1)[1].removeprefix("/model/"): line.split()[0] for line in result.stdout.splitlines()}
     assert sums == {p: hashlib.sha256(served.files[p]).hexdigest() for p in paths}
     assert "WRITABLE" not in result.stdout  # mounted read-only, as Kubernetes mounts image volumes
