@@ -269,8 +269,9 @@ def big_model(args: argparse.Namespace, workdir: Path, hub: FixtureHub, moto: Mo
         flush=True,
     )
     streamed = index_digest("s3://bench/big", BIG_ID, s3)
+    print(f"   index digest of the streamed build: {streamed}", flush=True)
     if args.no_big_cache:
-        print(f"   index digest {streamed} (no cache-path build to compare: --no-big-cache)")
+        print("   no cache-path build to compare with: --no-big-cache")
         return
     local_store, big_cache = workdir / "big-cache-store", workdir / "big-cache"
     free = shutil.disk_usage(workdir).free
