@@ -64,21 +64,31 @@ class Run:
     seconds: float
     rss_mb: float
     cpu_seconds: float  # user + system: what the machine's load does not change
+    moto_cpu_seconds: float  # what the S3 server spent meanwhile (on a real bucket: not on this machine)
+    hub_cpu_seconds: float  # what the fixture hub (this process) spent serving meanwhile
 
 
-def timed(name: str, command: list[str], env: Mapping[str, str]) -> Run:
-    """Run ``command``; its wall time and peak RSS (it must succeed)."""
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(name: str, command: list[str], env: Mapping[str, str], moto_pid: int) -> Run:
+    """Run ``command``; its wall time, peak RSS and CPU, and the CPU the servers spent meanwhile."""
+    moto_before, hub_before = process_cpu_seconds(moto_pid), sum(os.times()[:2])
     started = time.perf_counter()
     process = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
+    moto, hub = process_cpu_seconds(moto_pid) - moto_before, sum(os.times()[:2]) - hub_before
     stdout, stderr = process.communicate()
     if status != 0:
         sys.exit(
             f"{name} failed after {seconds:.0f} s (peak RSS {child_peak_rss_mb(usage):.0f} MB):\n"
             f"{stdout.decode()[-3000:]}\n{stderr.decode()[-3000:]}"
         )
-    return Run(name, seconds, child_peak_rss_mb(usage), usage.ru_utime + usage.ru_stime)
+    return Run(name, seconds, child_peak_rss_mb(usage), usage.ru_utime + usage.ru_stime, moto, hub)
 
 
 def build_command(store: str, download: str, cache: Path, models_file: Path, name: str) -> list[str]:
@@ -88,9 +98,15 @@ def build_command(store: str, download: str, cache: Path, models_file: Path, nam
     ]
 
 
+@dataclass(frozen=True)
+class Moto:
+    env: dict[str, str]  # what reaches it
+    pid: int
+
+
 @contextmanager
-def moto_server(workdir: Path) -> Iterator[dict[str, str]]:
-    """A moto S3 server in its own process with a bucket "bench"; the environment that reaches it."""
+def moto_server(workdir: Path) -> Iterator[Moto]:
+    """A moto S3 server in its own process with a bucket "bench"."""
     port = free_port()
     log = open(workdir / "moto.log", "wb")
     server = subprocess.Popen(
@@ -101,7 +117,7 @@ def moto_server(workdir: Path) -> Iterator[dict[str, str]]:
         wait_for(env["AWS_ENDPOINT_URL"])
         script = "import boto3; boto3.client('s3').create_bucket(Bucket='bench')"
         subprocess.run([sys.executable, "-c", script], env={**os.environ, **env}, check=True)
-        yield env
+        yield Moto(env, server.pid)
     finally:
         server.terminate()
         server.wait()
@@ -140,8 +156,9 @@ def two_gib_model(args: argparse.Namespace, workdir: Path) -> FixtureRepo:
     return FixtureRepo(MODEL_ID, MODEL_REVISION, files)
 
 
-def compare(args: argparse.Namespace, workdir: Path, hub: FixtureHub, s3: dict[str, str], models_file: Path) -> None:
+def compare(args: argparse.Namespace, workdir: Path, hub: FixtureHub, moto: Moto, models_file: Path) -> None:
     size = sum(entry.size for entry in hub.repos[MODEL_ID].entries.values())
+    s3 = moto.env
     hf_env = {**s3, "HF_ENDPOINT": hub.url}
     runs: dict[str, list[Run]] = {}
     print(f"\n1. {size / 1e9:.2f} GB model ({args.shards} weight file(s)), hub at {RATE / 1e6:.0f} MB/s per connection")
@@ -160,12 +177,23 @@ def compare(args: argparse.Namespace, workdir: Path, hub: FixtureHub, s3: dict[s
                 "build --download cache",
                 build_command("s3://bench/cache", "cache", workdir / "cache", models_file, MODEL_ID),
             ),
+            (
+                "stream, local store",  # the same build without the S3 server's CPU on this machine
+                build_command(str(workdir / "local-store"), "stream", workdir / "unused", models_file, MODEL_ID),
+            ),
         ):
             shutil.rmtree(workdir / "snapshot", ignore_errors=True)
-            run = timed(name, command, hf_env)
-            print(f"   round {round_number + 1}: {name:<28} {run.seconds:6.1f} s  {run.rss_mb:5.0f} MB", flush=True)
+            shutil.rmtree(workdir / "local-store", ignore_errors=True)
+            run = timed(name, command, hf_env, moto.pid)
+            print(
+                f"   round {round_number + 1}: {name:<28} {run.seconds:6.1f} s  {run.rss_mb:5.0f} MB  CPU s: "
+                f"{run.cpu_seconds:.1f} own, {run.moto_cpu_seconds:.1f} moto, {run.hub_cpu_seconds:.1f} hub  "
+                f"(load {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
             runs.setdefault(name, []).append(run)
     shutil.rmtree(workdir / "snapshot", ignore_errors=True)
+    shutil.rmtree(workdir / "local-store", ignore_errors=True)
     print(f"   after:  {uptime()}")
     anchor = statistics.median(r.seconds for r in runs["snapshot_download (anchor)"])
     rows = []
@@ -177,11 +205,15 @@ def compare(args: argparse.Namespace, workdir: Path, hub: FixtureHub, s3: dict[s
                 f"{seconds:.1f}",
                 f"{size / seconds / 1e6:.0f}",
                 f"{max(r.rss_mb for r in measured):.0f}",
+                f"{statistics.median(r.cpu_seconds for r in measured):.1f}",
+                f"{statistics.median(r.moto_cpu_seconds for r in measured):.1f}",
+                f"{statistics.median(r.hub_cpu_seconds for r in measured):.1f}",
                 f"{seconds / anchor:.2f}x",
             ]
         )
     print()
-    print_table(["median of runs", "seconds", "MB/s", "peak RSS MB", "vs snapshot_download"], rows)
+    header = ["median of runs", "seconds", "MB/s", "peak RSS MB", "CPU s own", "moto", "hub", "vs snapshot_download"]
+    print_table(header, rows)
     streamed = index_digest("s3://bench/stream", MODEL_ID, s3)
     cached = index_digest("s3://bench/cache", MODEL_ID, s3)
     print(f"\n   index digests: streamed {streamed}, cached {cached}: {'EQUAL' if streamed == cached else 'DIFFERENT'}")
@@ -217,15 +249,17 @@ class PeakUse(threading.Thread):
         return max(self.peak, shutil.disk_usage(self.path).used)
 
 
-def big_model(args: argparse.Namespace, workdir: Path, hub: FixtureHub, s3: dict[str, str], models_file: Path) -> None:
+def big_model(args: argparse.Namespace, workdir: Path, hub: FixtureHub, moto: Moto, models_file: Path) -> None:
     size = args.big_gib * GiB
+    s3 = moto.env
     hf_env = {**s3, "HF_ENDPOINT": hub.url}
     print(f"\n2. {size / 1e9:.1f} GB generated model, streamed into the bucket, --cache-dir on a 1 GiB tmpfs")
     print(f"   before: {uptime()}", flush=True)
     with tmpfs(workdir / "tmpfs-cache") as cache:
         monitor = PeakUse(cache)
         monitor.start()
-        stream = timed("stream", build_command("s3://bench/big", "stream", cache, models_file, BIG_ID), hf_env)
+        command = build_command("s3://bench/big", "stream", cache, models_file, BIG_ID)
+        stream = timed("stream", command, hf_env, moto.pid)
         peak = monitor.stop()
         total = shutil.disk_usage(cache).total
     print(f"   after:  {uptime()}")
@@ -235,13 +269,21 @@ def big_model(args: argparse.Namespace, workdir: Path, hub: FixtureHub, s3: dict
         flush=True,
     )
     streamed = index_digest("s3://bench/big", BIG_ID, s3)
+    print(f"   index digest of the streamed build: {streamed}", flush=True)
     if args.no_big_cache:
-        print(f"   index digest {streamed} (no cache-path build to compare: --no-big-cache)")
+        print("   no cache-path build to compare with: --no-big-cache")
         return
     local_store, big_cache = workdir / "big-cache-store", workdir / "big-cache"
+    free = shutil.disk_usage(workdir).free
+    if free < size * 1.1:
+        print(
+            f"   no cache-path build: it needs the {size / 1e9:.1f} GB model on disk, {workdir} has "
+            f"{free / 1e9:.1f} GB free; compare with a cache-path build of a smaller --big-gib instead"
+        )
+        return
     shutil.rmtree(local_store, ignore_errors=True)
     shutil.rmtree(big_cache, ignore_errors=True)
-    cached = timed("cache", build_command(str(local_store), "cache", big_cache, models_file, BIG_ID), hf_env)
+    cached = timed("cache", build_command(str(local_store), "cache", big_cache, models_file, BIG_ID), hf_env, moto.pid)
     digest = index_digest(str(local_store), BIG_ID, {})
     shutil.rmtree(local_store, ignore_errors=True)
     shutil.rmtree(big_cache, ignore_errors=True)

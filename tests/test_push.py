@@ -23,7 +23,8 @@ from pipeline.oci.image import MEDIA_TYPE_INDEX, ImageMetadata
 from pipeline.remote.push import push_images
 from pipeline.store import LocalBackend, Store
 from tests.cncf_registry import cncf_registry
-from tests.conftest import require_tool, run
+from tests.conftest import require_tool, run, with_formats
+from tests.registry_fixtures import running_registry
 
 MakeTree = Callable[[Mapping[str, bytes]], Path]
 
@@ -71,6 +72,13 @@ def test_push_preserves_every_digest(store: Store, tree: MakeTree, tmp_path: Pat
                     run(skopeo, "inspect", "--tls-verify=false", "--raw", ref).stdout.encode()
                     == format_manifest.manifest.data
                 )
+        with running_registry(store.backend.url(), tmp_path / "serve") as source:  # skopeo on both sides
+            for tag in with_formats(["latest", "a" * 40]):
+                ours, theirs = (
+                    run(skopeo, "inspect", "--tls-verify=false", "--raw", f"docker://{host}/{path}:{tag}").stdout
+                    for host, path in ((source.host, "org/model"), (registry.host, "mirror/org/model"))
+                )
+                assert ours == theirs, tag
         for layer in json.loads(pack.manifest.data)["layers"]:  # the virtual blobs, stored there under their digests
             blob = httpx.get(f"{registry.url}/v2/mirror/org/model/blobs/{layer['digest']}", follow_redirects=True)
             assert "sha256:" + hashlib.sha256(blob.content).hexdigest() == layer["digest"]

@@ -170,6 +170,25 @@ def test_a_corrupted_byte_aborts_the_upload(
     assert failure is not None and failure["error"] == outcome.detail
 
 
+def test_a_corrupt_lfs_file_stops_the_upload_at_its_end(tmp_path: Path) -> None:
+    # The first of two weight files is corrupt: the build stops when that file ends, long before the
+    # second one has been fetched (the window holds 6 MiB ahead), not once the whole layer is written.
+    later = 64 * MiB
+    files = {"a.safetensors": GeneratedFile(3 * MiB, seed="first"), "b.safetensors": GeneratedFile(later, seed="b")}
+    with FixtureHub([FixtureRepo(GENERATED_ID, GENERATED_REVISION, files)]) as hub:
+        hub.faults.corrupt.add("a.safetensors")
+        store = Store(LocalBackend(tmp_path / "store"))
+        (outcome,) = build(hub, store, tmp_path, ModelSpec(hf_id=GENERATED_ID, revision=GENERATED_REVISION))
+        assert outcome.status == "failed" and outcome.detail.startswith(f"{GENERATED_ID}: a.safetensors: sha256 is ")
+        fetched = 0
+        for served in hub.served:
+            if served.path == "b.safetensors" and served.range:
+                first, last = served.range.removeprefix("bytes=").split("-")
+                fetched += int(last) - int(first) + 1
+        assert fetched <= later // 2, f"{fetched / MiB:.0f} MiB of the next file fetched"
+        assert leftovers(store) == []
+
+
 @pytest.mark.parametrize("delta", [100, -100])
 def test_a_file_of_another_size_than_listed_is_refused(
     hub: FixtureHub, store: Store, tmp_path: Path, delta: int

@@ -37,7 +37,7 @@ from pipeline.build.source import opener
 from pipeline.errors import HubError, IntegrityError, ModelyardError, NotFoundError
 from pipeline.hub.client import HubClient, RepoFile, RepoSnapshot
 from pipeline.hub.stream import HubStream, StreamOptions
-from pipeline.hub.verify import check_git_blob_ids, check_lfs_digests
+from pipeline.hub.verify import check_git_blob_ids, check_lfs_digests, lfs_file_check
 from pipeline.models.file import ModelSpec
 from pipeline.oci.estargz import LayerFile, LayerResult
 from pipeline.oci.format import FORMAT_ANNOTATION, FORMAT_VERSION
@@ -275,6 +275,7 @@ def _publish(
         threads=options.threads,
         on_progress=on_build,
         check_layer=_lfs_check(files, snapshot.hf_id),
+        check_file=lfs_file_check(files, model=snapshot.hf_id),  # a bad file stops the upload at its end
         catalog={**snapshot.metadata(), "model_card": model_card},
     )
 

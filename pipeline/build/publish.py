@@ -25,7 +25,7 @@ from pipeline.digest import hex_of
 from pipeline.errors import ModelyardError
 from pipeline.names import check_name, check_tag
 from pipeline.oci import estargz
-from pipeline.oci.estargz import LayerFile, LayerResult
+from pipeline.oci.estargz import FileRecord, LayerFile, LayerResult
 from pipeline.oci.format import FORMAT_DESCRIPTION, FORMAT_VERSION
 from pipeline.oci.formats import MODELKIT, MODELPACK, FormatManifest, ModelFacts, format_tag
 from pipeline.oci.image import DEFAULT_PLATFORMS, Descriptor, Image, ImageMetadata, Platform, build_image
@@ -80,19 +80,24 @@ def build_and_publish(
     threads: int | None = None,
     on_progress: Callable[[int], None] | None = None,
     check_layer: Callable[[LayerResult], None] | None = None,
+    check_file: Callable[[FileRecord], None] | None = None,
     catalog: dict[str, Any] | None = None,
 ) -> BuiltImage:
     """Write the layer into the store, then the image blobs, then ``tags``, then the catalog record.
 
     ``check_layer`` sees the written layer (its files' digests) before the blob is published; if it
-    raises, nothing is. ``catalog`` holds extra fields for the catalog record (Hub metadata).
+    raises, nothing is. ``check_file`` sees each file's record as soon as the writer has digested it:
+    raising there stops the layer (and its upload) at that file. ``catalog`` holds extra fields for
+    the catalog record (Hub metadata).
     """
     check_name(name)
     for tag in tags:
         check_tag(tag)
     started = time.monotonic()
     with store.blob_writer() as blob:
-        layer = estargz.write_layer(files, blob, mtime=metadata.created, threads=threads, on_progress=on_progress)
+        layer = estargz.write_layer(
+            files, blob, mtime=metadata.created, threads=threads, on_progress=on_progress, on_file=check_file
+        )
         if check_layer is not None:
             check_layer(layer)
         blob.commit(expected=layer.digest)

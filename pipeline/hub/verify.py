@@ -10,12 +10,15 @@ Example::
     paths = hub.download(snapshot, snapshot.files, cache_dir=Path("cache"))
     check_git_blob_ids(snapshot.files, paths, model=snapshot.hf_id)      # before building
     check_lfs_digests(snapshot.files, layer.files, model=snapshot.hf_id)  # on the written layer, before publishing
+
+While a layer is written, :func:`lfs_file_check` gives the check of one file as the writer finishes it
+(``write_layer(..., on_file=...)``), so a corrupt file stops the upload at its end, not the layer's.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from pipeline.errors import IntegrityError
@@ -53,9 +56,25 @@ def check_lfs_digests(files: Iterable[RepoFile], records: Iterable[FileRecord], 
     written = {record.path: record.digest for record in records}
     for repo_file in files:
         if repo_file.lfs_sha256 is not None:
-            actual = written[repo_file.path].removeprefix("sha256:")
-            if actual != repo_file.lfs_sha256:
-                raise mismatch(model, repo_file.path, "sha256", actual, repo_file.lfs_sha256)
+            _check_lfs_digest(model, repo_file, written[repo_file.path])
+
+
+def lfs_file_check(files: Iterable[RepoFile], *, model: str) -> Callable[[FileRecord], None]:
+    """The check of one written file's sha256 against the Hub's, for ``write_layer(..., on_file=...)``."""
+    by_path = {repo_file.path: repo_file for repo_file in files if repo_file.lfs_sha256 is not None}
+
+    def check(record: FileRecord) -> None:
+        repo_file = by_path.get(record.path)
+        if repo_file is not None:
+            _check_lfs_digest(model, repo_file, record.digest)
+
+    return check
+
+
+def _check_lfs_digest(model: str, repo_file: RepoFile, digest: str) -> None:
+    actual = digest.removeprefix("sha256:")
+    if actual != repo_file.lfs_sha256:
+        raise mismatch(model, repo_file.path, "sha256", actual, repo_file.lfs_sha256)
 
 
 def check_empty_files(model: str, files: Iterable[RepoFile]) -> None:

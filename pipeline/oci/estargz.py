@@ -213,13 +213,17 @@ def write_layer(
     threads: int | None = None,
     chunk_size: int = CHUNK_SIZE,
     on_progress: Callable[[int], None] | None = None,
+    on_file: Callable[[FileRecord], None] | None = None,
 ) -> LayerResult:
     """Stream the eStargz layer of ``files`` into ``sink`` and describe what was written.
 
     ``sink`` receives exactly the blob, from its first byte. Memory stays bounded by a few chunks per
     thread whatever the files' sizes. ``on_progress`` is called
-    with the number of content bytes each time a chunk has been read. A file whose size differs from the
-    listed one raises :class:`SourceChangedError`; the sink then holds a partial blob the caller discards.
+    with the number of content bytes each time a chunk has been read. ``on_file`` gets each non-empty
+    file's record as soon as its last byte is digested, so a check of its digest can stop the layer at
+    that file rather than at the end (an exception it raises comes out of ``write_layer``). A file whose
+    size differs from the listed one raises :class:`SourceChangedError`; the sink then holds a partial
+    blob the caller discards.
 
     The work is a pipeline, so that the sequential hashes do not hold up the reader: this thread reads
     chunks; ``threads`` workers compress members and digest chunks; one thread digests files and the
@@ -230,7 +234,7 @@ def write_layer(
     if out.size:
         raise ValueError("write_layer writes a whole blob: the sink must be empty")
     plan = LayerPlan(files, mtime, chunk_size)
-    stream = _StreamDigest()
+    stream = _StreamDigest(on_file)
     reader = _ChunkReader()
     workers = threads or os.cpu_count() or 1
     pending: deque[Future[None]] = deque()
@@ -362,9 +366,10 @@ def _rfc3339(epoch: int) -> str:
 class _StreamDigest:
     """Digests, in stream order, the uncompressed layer (its DiffID) and each whole file."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_file: Callable[[FileRecord], None] | None = None) -> None:
         self.diff = hashlib.sha256()
         self.size = 0
+        self._on_file = on_file
 
     def update(self, member: Member, data: bytes, file_hash: Any) -> None:
         self.diff.update(data)
@@ -374,7 +379,10 @@ class _StreamDigest:
         if chunk is not None:
             file_hash.update(data)
             if chunk.is_last:
-                chunk.file_entry.digest = f"{ALGORITHM}:{file_hash.hexdigest()}"
+                entry = chunk.file_entry
+                entry.digest = f"{ALGORITHM}:{file_hash.hexdigest()}"
+                if self._on_file is not None and chunk.file is not _LANDMARK_FILE:
+                    self._on_file(FileRecord(entry.name, entry.size, entry.digest))
 
 
 class _ChunkReader:

@@ -53,6 +53,10 @@ SLOW_READ_TIMEOUT = 20 * 60  # seconds to wait for the answer of a completion or
 SLOW_OPERATIONS = frozenset({"complete_multipart_upload", "copy_object", "upload_part_copy"})
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 _RETRIES = {"mode": "standard", "max_attempts": 5}
+# Every body we send carries a signed x-amz-checksum-sha256 header the server checks, which is why
+# botocore skips hashing the payload for the signature over HTTPS; over plain HTTP (MinIO, moto on
+# 127.0.0.1) it would hash every byte of a layer once more, for nothing.
+_S3_OPTIONS = {"payload_signing_enabled": False}
 
 
 def _checksum(data: bytes | bytearray | memoryview) -> str:
@@ -82,7 +86,7 @@ class S3Upload:
     def __init__(self, backend: S3Backend) -> None:
         self._backend = backend
         self.temp_key = f"{UPLOADS_PREFIX}{uuid.uuid4().hex}.part"
-        self._buffer = bytearray()
+        self._part = bytearray()  # the part being filled; sent as it is, then replaced by a new one
         self._upload_id: str | None = None
         self._parts: deque[Future[dict[str, Any]]] = deque()
         self._done_parts: list[dict[str, Any]] = []
@@ -91,18 +95,23 @@ class S3Upload:
         self._size = 0  # bytes written so far
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        self._buffer += data
-        self._size += len(data)
-        while len(self._buffer) >= part_size(self._next_part_number()):
-            size = part_size(self._next_part_number())
-            self._send_part(bytes(self._buffer[:size]))
-            del self._buffer[:size]
-        return len(data)
+        # Each byte is copied once, into its part: a layer's bytes pass here at network speed.
+        view = memoryview(data).cast("B")
+        size = view.nbytes
+        while view:
+            room = part_size(self._next_part_number()) - len(self._part)
+            self._part += view[:room]
+            view = view[room:]
+            if len(self._part) == part_size(self._next_part_number()):
+                self._send_part(self._part)
+                self._part = bytearray()
+        self._size += size
+        return size
 
     def _next_part_number(self) -> int:
         return len(self._done_parts) + len(self._parts) + 1
 
-    def _send_part(self, data: bytes) -> None:
+    def _send_part(self, data: bytearray) -> None:
         backend = self._backend
         if self._upload_id is None:
             response = backend.call(
@@ -121,7 +130,7 @@ class S3Upload:
         while len(self._parts) > UPLOAD_CONCURRENCY:
             self._done_parts.append(self._parts.popleft().result())
 
-    def _upload_part(self, number: int, data: bytes) -> dict[str, Any]:
+    def _upload_part(self, number: int, data: bytearray) -> dict[str, Any]:
         checksum = _checksum(data)
         response = self._backend.call(
             "upload_part",
@@ -139,11 +148,11 @@ class S3Upload:
         try:
             if self._upload_id is None:
                 # Small enough for one request: no temporary needed, the put is atomic.
-                backend.write(key, bytes(self._buffer))
+                backend.write(key, bytes(self._part))
             else:
-                if self._buffer:
-                    self._send_part(bytes(self._buffer))
-                    self._buffer.clear()
+                if self._part:
+                    self._send_part(self._part)
+                    self._part = bytearray()
                 while self._parts:
                     self._done_parts.append(self._parts.popleft().result())
                 self._complete()
@@ -245,7 +254,7 @@ class S3Backend:
         """The client of ordinary requests: botocore's 60 s read timeout, 5 attempts."""
         with self._lock:
             if self._client is None:
-                config = Config(retries=_RETRIES, max_pool_connections=32)
+                config = Config(retries=_RETRIES, max_pool_connections=32, s3=_S3_OPTIONS)
                 self._client = self._boto_session().client("s3", config=config)
             return self._client
 
@@ -258,6 +267,7 @@ class S3Backend:
                     read_timeout=SLOW_READ_TIMEOUT,
                     retries=_RETRIES,
                     max_pool_connections=32,  # a multipart copy sends 10 parts at once
+                    s3=_S3_OPTIONS,
                 )
                 self._slow_client = self._boto_session().client("s3", config=config)
             return self._slow_client
