@@ -264,6 +264,7 @@ class FixtureHub:
         self.siblings_limit = siblings_limit  # model_info lists at most this many files
         self.closing = threading.Event()  # ends stalls
         self.requests: list[tuple[str, str]] = []
+        self.tree_pages: list[int] = []  # where each tree listing page answered starts, in order
         self.cdn_requests: list[CdnRequest] = []
         self.served: list[Served] = []
         self.lock = threading.Lock()
@@ -552,6 +553,8 @@ def _hub_handler(hub: FixtureHub) -> type[BaseHTTPRequestHandler]:
             start = int(base64.urlsafe_b64decode(cursor).decode()) if cursor else 0
             end = start + hub.tree_page_size
             page = [items[key] for key in sorted(items)][start:end]
+            with hub.lock:
+                hub.tree_pages.append(start)
             link = None
             if end < len(items):
                 query = urllib.parse.urlencode(

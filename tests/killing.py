@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -26,21 +27,29 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # Runs `modelyard ARGS`, standing still just before the PAUSE_NTH-th rename onto, HTTP request naming,
-# or read of MARKER, until the file PAUSE_RESUME appears (or a SIGKILL comes).
-HARNESS = """
+# or read of MARKER, until the file PAUSE_RESUME appears (or a SIGKILL comes). With PAUSE_WRITES=1 it
+# counts only writes: renames onto and removals of MARKER, HTTP PUT, POST and DELETE requests naming it.
+# With PAUSE_LOG, it writes a line into that file for each event it counts.
+PAUSE_HOOK = """
 import os, sys, time
 marker, ready, resume = os.environ["PAUSE_MARKER"], os.environ["PAUSE_READY"], os.environ["PAUSE_RESUME"]
-left = int(os.environ["PAUSE_NTH"])
+left = int(os.environ["PAUSE_NTH"])  # 0: never stand still (with PAUSE_LOG, to see what it does)
+writes = os.environ["PAUSE_WRITES"] == "1"  # only writes count: renames and removals, PUT, POST and DELETE
+log = os.environ.get("PAUSE_LOG")  # each event counted, one line each
 paused = False
 
-def stand_still():
+def reached(what):
     global paused, left
+    if log:
+        with open(log, "a") as lines:
+            lines.write(what + "\\n")
     left -= 1
     if left:
         return
@@ -54,16 +63,71 @@ def hook(event, args):
     if paused:
         return
     if event == "os.rename" and marker in os.fsdecode(args[1]):
-        stand_still()
-    elif event == "http.client.send" and marker.encode() in bytes(args[1])[:4096].split(b"\\r\\n", 1)[0]:
-        stand_still()
-    elif event == "open" and isinstance(args[0], str) and marker in args[0] and args[1] in ("r", "rb"):
-        stand_still()
+        reached("rename " + os.fsdecode(args[1]))
+    elif event == "http.client.send":
+        line = bytes(args[1])[:4096].split(b"\\r\\n", 1)[0]
+        if marker.encode() in line and (not writes or line.split(b" ", 1)[0] in (b"PUT", b"POST", b"DELETE")):
+            reached(line.decode(errors="replace"))
+    elif writes and event == "os.remove" and marker in os.fsdecode(args[0]) and os.path.lexists(args[0]):
+        reached("remove " + os.fsdecode(args[0]))
+    elif not writes and event == "open" and isinstance(args[0], str) and marker in args[0] and args[1] in ("r", "rb"):
+        reached("read " + args[0])
 
 sys.addaudithook(hook)
-from pipeline.cli import main
-sys.exit(main(sys.argv[1:]))
 """
+HARNESS = PAUSE_HOOK + "from pipeline.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+
+# Imports modelyard once, then for each request on stdin (one JSON line) forks a process that runs
+# `modelyard ARGS` (with the pause hook when asked), or reports on one it forked; answers on stdout.
+FORKER = """
+import json, os, sys, traceback
+from pipeline.cli import main
+hook = sys.argv[1]
+
+def run(request):
+    code = 1
+    try:
+        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.environ.update(request["env"])
+        if "PAUSE_MARKER" in request["env"]:
+            exec(hook, {"__name__": "pause_hook"})
+        code = main(request["args"])
+    except SystemExit as end:
+        code = end.code if isinstance(end.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+for line in sys.stdin:
+    request = json.loads(line)
+    if request["op"] == "start":
+        pid = os.fork()
+        if pid == 0:
+            run(request)
+        answer = pid
+    else:
+        pid, status = os.waitpid(request["pid"], os.WNOHANG if request["op"] == "poll" else 0)
+        answer = os.waitstatus_to_exitcode(status) if pid else None
+    print(json.dumps(answer), flush=True)
+"""
+
+
+class Process(Protocol):
+    """What the tests do with a ``modelyard`` process: a :class:`subprocess.Popen` or a :class:`Forked`."""
+
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def send_signal(self, sig: int) -> None: ...
 
 
 def modelyard(args: Sequence[str], env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -76,7 +140,7 @@ def modelyard(args: Sequence[str], env: Mapping[str, str] | None = None) -> subp
 class Paused:
     """A ``modelyard`` process started by :func:`start_paused`."""
 
-    process: subprocess.Popen[bytes]
+    process: Process
     marker: str
     ready: Path  # appears when the process stands still
     log: Path  # its stdout and stderr
@@ -104,30 +168,50 @@ class Paused:
 
 
 def start_paused(
-    marker: str, args: Sequence[str], workdir: Path, env: Mapping[str, str] | None = None, nth: int = 1
+    marker: str,
+    args: Sequence[str],
+    workdir: Path,
+    env: Mapping[str, str] | None = None,
+    nth: int = 1,
+    *,
+    writes: bool = False,
 ) -> Paused:
-    """Start ``modelyard ARGS``, to stand still when it reaches ``marker`` for the ``nth`` time."""
+    """Start ``modelyard ARGS``, to stand still when it reaches ``marker`` for the ``nth`` time.
+
+    With ``writes``, only its writes naming ``marker`` count (a store's location names all its writes).
+    """
+    ready, log, pause = _pause_environment(marker, workdir, nth, writes)
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-c", HARNESS, *args],
+            cwd=ROOT,
+            env={**os.environ, **(env or {}), **pause},
+            stdout=output,
+            stderr=output,
+        )
+    return Paused(process, marker, ready, log)
+
+
+def _pause_environment(
+    marker: str, workdir: Path, nth: int, writes: bool, record: Path | None = None
+) -> tuple[Path, Path, dict[str, str]]:
+    """Where a paused process says it stands still, its log, and the environment that tells the hook when."""
     ready = workdir / f"paused-{time.monotonic_ns()}"
-    log = workdir / f"{ready.name}.log"
-    environment = {
-        **os.environ,
-        **(env or {}),
+    pause = {
         "PAUSE_MARKER": marker,
         "PAUSE_READY": str(ready),
         "PAUSE_RESUME": f"{ready}.resume",
         "PAUSE_NTH": str(nth),
+        "PAUSE_WRITES": "1" if writes else "0",
+        **({"PAUSE_LOG": str(record)} if record is not None else {}),
     }
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-c", HARNESS, *args], cwd=ROOT, env=environment, stdout=output, stderr=output
-        )
-    return Paused(process, marker, ready, log)
+    return ready, workdir / f"{ready.name}.log", pause
 
 
 @contextmanager
 def paused_at(
     marker: str, args: Sequence[str], workdir: Path, env: Mapping[str, str] | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
+) -> Iterator[Process]:
     """Start ``modelyard ARGS``, wait until it stands still at ``marker``, yield it, then SIGKILL it."""
     paused = start_paused(marker, args, workdir, env)
     try:
@@ -137,3 +221,104 @@ def paused_at(
     finally:
         paused.kill()
     assert paused.process.returncode == -signal.SIGKILL
+
+
+class Forker:
+    """Runs many ``modelyard`` processes cheaply: each is forked from one that imported modelyard once.
+
+    A test that kills a build at each of dozens of moments would otherwise pay for Python's start and
+    modelyard's imports (about a second of CPU) twice per moment. Each run is still a process of its
+    own, killed with a real SIGKILL. ``env`` is set before the imports (huggingface_hub reads
+    ``HF_ENDPOINT`` then) and holds for every run.
+
+    Example::
+
+        with Forker(tmp_path, {"HF_ENDPOINT": hub.url}) as forker:
+            paused = forker.start_paused(f"{store}/", args, nth=3, writes=True)
+            assert paused.wait_until_paused()
+            paused.kill()
+            code, output = forker.run(args)
+    """
+
+    def __init__(self, workdir: Path, env: Mapping[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", FORKER, PAUSE_HOOK],
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def __enter__(self) -> Forker:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        self._process.wait(timeout=60)
+
+    def ask(self, **request: Any) -> Any:
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process.stdin.write(json.dumps(request) + "\n")
+        self._process.stdin.flush()
+        answer = self._process.stdout.readline()
+        if not answer:
+            pytest.fail(f"the forker ended (exit status {self._process.wait()})")
+        return json.loads(answer)
+
+    def start(self, args: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> Forked:
+        """Fork ``modelyard ARGS``, its stdout and stderr into ``log``."""
+        return Forked(self, self.ask(op="start", args=list(args), log=str(log), env=dict(env or {})))
+
+    def start_paused(self, marker: str, args: Sequence[str], nth: int = 1, *, writes: bool = False) -> Paused:
+        """As :func:`start_paused`, forked."""
+        ready, log, pause = _pause_environment(marker, self.workdir, nth, writes)
+        return Paused(self.start(args, log, pause), marker, ready, log)
+
+    def events(self, marker: str, args: Sequence[str], *, writes: bool = False) -> tuple[int, str, list[str]]:
+        """Run ``modelyard ARGS`` to its end: its exit status, output, and the events :func:`start_paused`
+        would count for ``marker`` (``rename PATH``, ``remove PATH``, an HTTP request line, ``read PATH``)."""
+        record = self.workdir / f"events-{time.monotonic_ns()}"
+        record.touch()
+        _, log, pause = _pause_environment(marker, self.workdir, 0, writes, record)
+        code = self.start(args, log, pause).wait()
+        return code, log.read_text(errors="replace"), record.read_text().splitlines()
+
+    def run(self, args: Sequence[str]) -> tuple[int, str]:
+        """Run ``modelyard ARGS`` to its end: its exit status and output."""
+        log = self.workdir / f"run-{time.monotonic_ns()}.log"
+        code = self.start(args, log).wait()
+        return code, log.read_text(errors="replace")
+
+
+class Forked:
+    """A ``modelyard`` process a :class:`Forker` forked: a :class:`Process`."""
+
+    def __init__(self, forker: Forker, pid: int) -> None:
+        self.forker = forker
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self.forker.ask(op="poll", pid=self.pid)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            if timeout is not None:
+                deadline = time.monotonic() + timeout
+                while self.poll() is None:
+                    if time.monotonic() > deadline:
+                        raise subprocess.TimeoutExpired(f"modelyard (pid {self.pid})", timeout)
+                    time.sleep(0.02)
+                return self.poll()  # type: ignore[return-value]
+            self.returncode = self.forker.ask(op="wait", pid=self.pid)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)

@@ -83,3 +83,47 @@ def test_a_killed_writers_temporary_is_told_from_a_live_one(store: Store) -> Non
     assert [info.key for info in far_later] == ["uploads/starting.part"]  # a live writer is never swept
     live.commit("blobs/sha256/" + "0" * 64)
     assert list(backend.list("uploads/")) == []
+
+
+def test_each_write_is_durable_before_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a crash of the machine keeps must be a prefix of the writes: before a write begins, the
+    # one before it (the file, its rename, and every directory made for it) has been fsynced.
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace, real_mkdir = os.fsync, os.replace, os.mkdir
+
+    def fsync(descriptor: int) -> None:
+        real_fsync(descriptor)
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}")))
+
+    def replace(source: str | Path, target: str | Path) -> None:
+        events.append(("write", str(source)))  # the temporary's bytes are complete
+        real_replace(source, target)
+        events.append(("rename", str(target)))
+
+    def mkdir(path: str | Path, mode: int = 0o777) -> None:
+        real_mkdir(path, mode)
+        events.append(("mkdir", str(path)))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    store = Store(LocalBackend(tmp_path / "store"))
+    digest = store.put_blob(b"{}")
+    store.backend.write("repositories/org/model/tags/latest", digest.encode())
+    store.put_catalog("org/model", {"index_digest": digest})
+    assert [kind for kind, _ in events].count("rename") == 3
+
+    undurable: set[str] = set()  # made or renamed, not yet fsynced in its directory
+    synced: set[str] = set()  # files whose bytes were fsynced
+    for kind, path in events:
+        if kind == "fsync":
+            undurable = {entry for entry in undurable if os.path.dirname(entry) != path}
+            synced.add(path)
+        elif kind == "write":
+            assert path in synced, f"{path} renamed into place before its bytes were fsynced"
+        elif kind == "rename":
+            assert undurable == set(), f"renamed onto {path} while {sorted(undurable)} may not survive a crash"
+            undurable.add(path)
+        else:
+            undurable.add(path)
+    assert undurable == set()

@@ -27,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -40,6 +41,7 @@ MAX_HEAD_BYTES = 64 * 1024  # request line and headers; real clients send a few 
 PIECE = 4096  # bytes parsed at a time: a head is measured to within this
 MAX_PIPELINED = 16  # parsed requests waiting behind the one being answered
 RETRY_AFTER_SECONDS = 1  # a refused connection may try again this soon: connections free up fast
+HEAD_TIMEOUT_SPREAD = 0.2  # head timeouts fall anywhere in the last fifth of head_timeout
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _arm_head_timer(self) -> None:
         if self._head_timer is None:
             self._unset_keepalive_if_required()  # a head in progress has head_timeout, not idle_timeout
-            self._head_timer = self.loop.call_later(self.limits.head_timeout, self._head_timed_out)
+            # Between 80% and all of head_timeout: a flood of connections opened at once then times out
+            # over seconds, not in one burst of work that would hold up everyone else's requests.
+            timeout = self.limits.head_timeout * random.uniform(1 - HEAD_TIMEOUT_SPREAD, 1)
+            self._head_timer = self.loop.call_later(timeout, self._head_timed_out)
 
     def _cancel_head_timer(self) -> None:
         if self._head_timer is not None:

@@ -1,7 +1,9 @@
 """The local directory backend: the embedded default store.
 
 Atomicity comes from the filesystem: every object is written to a temporary file under ``uploads/``,
-fsynced, and renamed into place, so a reader (or a crash) never sees part of an object.
+fsynced, and renamed into place, so a reader (or a crash) never sees part of an object; the rename and
+any directory made for it are fsynced too, so a crash keeps the order of writes (a tag is never
+durable before what it points at).
 
 Modes are set explicitly, whatever the umask: files 0644, directories 0755 (the image's own tar
 rules), so the registry and other users can read what a build wrote. The writer of a temporary
@@ -90,11 +92,21 @@ class LocalUpload:
             os.unlink(self.path)
 
 
+def _fsync_directory(path: Path) -> None:
+    """Make the entries of directory ``path`` (a rename into it, a directory made in it) durable."""
+    directory = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 class LocalBackend:
     """Objects as files under ``root``; keys are relative paths."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).absolute()
+        self._real_root: str | None = None
 
     def url(self) -> str:
         return str(self.root)
@@ -115,14 +127,11 @@ class LocalBackend:
         target = self.path(key)
         self._make_directories(target.parent)
         os.replace(temp, target)
-        directory = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        _fsync_directory(target.parent)  # the rename itself survives a crash before the next write
 
     def _make_directories(self, directory: Path) -> None:
-        """Create ``directory`` and its missing parents, each 0755 whatever the umask."""
+        """Create ``directory`` and its missing parents, each 0755 whatever the umask, and durable: a
+        crash must not lose a directory a rename into it has already made durable."""
         if directory.is_dir():
             return
         missing = [directory, *(p for p in directory.parents if not p.is_dir())]
@@ -130,38 +139,50 @@ class LocalBackend:
             with contextlib.suppress(FileExistsError):
                 path.mkdir()
                 path.chmod(DIRECTORY_MODE)
-
-    def _inside(self, key: str) -> Path | None:
-        """The real path of ``key``, or None when a symbolic link takes it out of the store."""
-        real = os.path.realpath(self.path(key))
-        root = os.path.realpath(self.root)
-        return Path(real) if real.startswith(root + os.sep) else None
+                _fsync_directory(path.parent)
 
     def _open(self, key: str) -> int:
-        """A descriptor of the regular file ``key``; NotFoundError when absent, not a file, or outside."""
-        real = self._inside(key)
-        if real is None:
-            raise NotFoundError(f"{key} leads out of the store at {self.root}: not followed")
+        """A descriptor of the regular file ``key``; NotFoundError when absent, not a file, or outside.
+
+        The check is on what was opened, so no link swapped in between can fool it, and it costs two
+        system calls, not a walk of every component: blob reads are the registry's hot path.
+        """
         try:
-            # O_NONBLOCK: a FIFO placed in the store must not hang the reader; regular files ignore it.
-            descriptor = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            # O_NONBLOCK: a FIFO must not hang the reader; O_NOCTTY: a terminal must not become ours.
+            descriptor = os.open(self.path(key), os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError) as err:
             raise NotFoundError(f"{key} is not in the store at {self.root}") from err
         except OSError as err:
             raise _store_error(err, self.path(key), "read") from err
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        try:
+            if not self._opened_inside(key, descriptor):
+                raise NotFoundError(f"{key} leads out of the store at {self.root}: not followed")
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                raise NotFoundError(f"{key} is not a file in the store at {self.root}")
+        except BaseException:
             os.close(descriptor)
-            raise NotFoundError(f"{key} is not a file in the store at {self.root}")
+            raise
         return descriptor
 
-    def stat(self, key: str) -> ObjectInfo | None:
-        real = self._inside(key)
+    def _opened_inside(self, key: str, descriptor: int) -> bool:
+        """Whether the file open as ``descriptor`` (``key``, links followed) lies inside the store."""
         try:
-            info = None if real is None else real.stat()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        if info is None or not stat.S_ISREG(info.st_mode):
-            return None  # outside the store, or a directory (a bucket has none): keys name files only
+            real = os.readlink(f"/proc/self/fd/{descriptor}")  # the kernel's own resolution
+        except OSError:
+            real = os.path.realpath(self.path(key))  # no /proc: resolve it the slow way
+        if self._real_root is None:
+            self._real_root = os.path.realpath(self.root)  # the store's own root may be a link: fine
+        return real.startswith(self._real_root + os.sep)
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            descriptor = self._open(key)
+        except NotFoundError:
+            return None  # absent, outside the store, or a directory (a bucket has none): keys name files only
+        try:
+            info = os.fstat(descriptor)
+        finally:
+            os.close(descriptor)
         return ObjectInfo(key, info.st_size, info.st_mtime)
 
     def read(self, key: str) -> bytes:
@@ -172,16 +193,17 @@ class LocalBackend:
                 raise _store_error(err, self.path(key), "read") from err
 
     def read_range(self, key: str, start: int, end: int) -> Iterator[bytes]:
-        handle = os.fdopen(self._open(key), "rb")
-        with handle:
-            handle.seek(start)
-            remaining = end - start
-            while remaining > 0:
-                piece = handle.read(min(READ_PIECE, remaining))
+        descriptor = self._open(key)
+        try:
+            offset = start
+            while offset < end:
+                piece = os.pread(descriptor, min(READ_PIECE, end - offset), offset)
                 if not piece:
-                    raise StoreError(f"{key} ended {remaining} bytes early")
-                remaining -= len(piece)
+                    raise StoreError(f"{key} ended {end - offset} bytes early")
+                offset += len(piece)
                 yield piece
+        finally:
+            os.close(descriptor)
 
     def write(self, key: str, data: bytes) -> None:
         upload = LocalUpload(self)
