@@ -108,8 +108,9 @@ def test_a_part_that_fails_aborts_the_upload(s3: S3, weights: Path, prefix: str)
     assert dangling(s3_store(prefix)) == {**NOTHING, "tags": with_formats(["latest"])}
 
 
-def respond(status: int, body: bytes, nth: int = 1) -> Callable[..., AWSResponse | None]:
-    """A before-send hook that answers the ``nth`` request itself (the others go to the server)."""
+def respond(status: int, body: bytes, nth: int = 1, and_after: bool = False) -> Callable[..., AWSResponse | None]:
+    """A before-send hook that answers the ``nth`` request itself (and the later ones with ``and_after``);
+    the others go to the server."""
     calls = []
 
     class Raw:
@@ -118,7 +119,8 @@ def respond(status: int, body: bytes, nth: int = 1) -> Callable[..., AWSResponse
 
     def hook(request: Any, **kwargs: Any) -> AWSResponse | None:
         calls.append(request)
-        return AWSResponse(request.url, status, {}, Raw()) if len(calls) == nth else None
+        answered = len(calls) >= nth if and_after else len(calls) == nth
+        return AWSResponse(request.url, status, {}, Raw()) if answered else None
 
     return hook
 
@@ -280,3 +282,19 @@ def test_a_completion_answered_200_with_an_error_is_retried(s3: S3, weights: Pat
     store = Store(S3Backend("models", prefix, boto3.session.Session().client("s3"), slow_client))
     publish(store, weights)
     assert len(sent) == 2 and dangling(store) == {**NOTHING, "tags": with_formats(["latest"])}
+
+
+def test_a_copy_that_fails_after_it_was_done_is_accepted(s3: S3, weights: Path, prefix: str) -> None:
+    # The copy under the digest happened but its answer was lost, and the retry failed: a copy appears
+    # whole or not at all, so an object of the temporary's size under the digest is the copy.
+    slow_client = boto3.session.Session().client("s3", config=Config(retries={"mode": "standard", "max_attempts": 2}))
+    sent = []
+    slow_client.meta.events.register("before-send.s3.CopyObject", lambda request, **kw: sent.append(request))
+    slow_client.meta.events.register("needs-retry.s3.CopyObject", lambda attempts, **kw: 0 if attempts == 1 else None)
+    error = b"<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>"
+    slow_client.meta.events.register("before-send.s3.CopyObject", respond(500, error, nth=2, and_after=True))
+    store = Store(S3Backend("models", prefix, boto3.session.Session().client("s3"), slow_client))
+    built = publish(store, weights)
+    assert len(sent) >= 2  # the copy, then retries answered 500
+    assert store.backend.stat(blob_key(built.layer.digest)).size == built.layer.size  # type: ignore[union-attr]
+    assert dangling(store) == {**NOTHING, "tags": with_formats(["latest"])}
