@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build.report import read_reports
+from pipeline.build.report import read_reports, write_report
 from pipeline.errors import ModelyardError
 from tests.conftest import ROOT
 from tests.fixture_hub import FixtureHub, FixtureRepo
@@ -80,3 +80,14 @@ def test_no_reports_at_all_and_bad_ones(tmp_path: Path) -> None:
     assert result.returncode == 1 and "not a modelyard build report" in result.stderr
     matrix = modelyard("report", str(tmp_path), "--matrix", "{not json")
     assert matrix.returncode == 1 and "error: --matrix: not JSON" in matrix.stderr
+
+
+def test_a_report_replaces_the_old_one_whole(tmp_path: Path) -> None:
+    """A killed build must not leave a report cut short: the new one is written beside it, then renamed."""
+    path = tmp_path / "report.json"
+    path.write_text("an older report\n")
+    before = path.stat().st_ino
+    write_report(path, [])
+    assert json.loads(path.read_text())["outcomes"] == []
+    assert path.stat().st_ino != before and oct(path.stat().st_mode & 0o777) == "0o644"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]  # no temporary left beside it

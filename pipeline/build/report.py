@@ -21,6 +21,7 @@ from typing import Any
 
 from pipeline.build.batch import ModelOutcome
 from pipeline.errors import ModelyardError
+from pipeline.files import replace_file
 from pipeline.github import markdown_table, size_text
 
 REPORT_VERSION = 1
@@ -59,7 +60,7 @@ class OutcomeRecord:
 
 def write_report(path: Path, outcomes: Sequence[ModelOutcome]) -> None:
     records = [asdict(OutcomeRecord.of(outcome)) for outcome in outcomes]
-    path.write_text(json.dumps({"version": REPORT_VERSION, "outcomes": records}, indent=1) + "\n")
+    replace_file(path, (json.dumps({"version": REPORT_VERSION, "outcomes": records}, indent=1) + "\n").encode())
 
 
 def read_reports(paths: Iterable[Path]) -> list[OutcomeRecord]:

@@ -19,8 +19,6 @@ Example::
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ from pipeline.errors import (
     ModelsFileError,
     ModelyardError,
 )
+from pipeline.files import replace_file
 from pipeline.hub.client import RepoHead
 from pipeline.models.file import ModelSpec, parse_models
 
@@ -190,21 +189,5 @@ def update_models_file(
     changes = check_heads(chosen, head, on_done)
     moved = any(change.status == "moved" for change in changes)
     if moved and not dry_run:
-        _replace_file(path, replace_shas(text, pins, changes).encode("utf-8"))
+        replace_file(path, replace_shas(text, pins, changes).encode("utf-8"))
     return UpdateReport(str(path), changes, written=moved and not dry_run)
-
-
-def _replace_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, keeping its mode, then rename it over ``path``."""
-    mode = path.stat().st_mode & 0o7777
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
