@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from pipeline.errors import ModelyardError, NotFoundError, StoreError
+from pipeline.files import replace_file
 from pipeline.models.file import ModelSpec
 from pipeline.site.catalog import ModelEntry, catalog_entries
 from pipeline.site.render import SiteOptions, Templates, render_site
@@ -202,11 +201,7 @@ class DirectoryTarget:
         target = self.root / path
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            handle, temp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-            with os.fdopen(handle, "wb") as file:
-                file.write(data)
-            os.chmod(temp, 0o644)
-            os.replace(temp, target)
+            replace_file(target, data, mode=0o644, durable=False)
         except OSError as err:
             raise StoreError(f"cannot write {target}: {err.strerror}") from err
 
