@@ -26,6 +26,7 @@ import asyncio
 import http.client
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -71,8 +72,7 @@ def main(argv: Sequence[str]) -> None:
     args = parser.parse_args(argv)
     wrk = require("wrk")
     workdir: Path = args.workdir
-    if workdir.exists():
-        subprocess.run(["rm", "-rf", str(workdir)], check=True)
+    shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     store, layer_digest, layer_size = build_image(workdir)
     manifest, blob = f"/v2/{NAME}/manifests/latest", f"/v2/{NAME}/blobs/{layer_digest}"
