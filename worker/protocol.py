@@ -81,9 +81,19 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if len(self.connections) > self.limits.max_connections:
             victim = next((c for c in self.waiting if c is not self), None)
             if victim is not None:
-                victim.transport.close()  # idle or still sending a head: may be closed (RFC 9112 §9.6)
+                victim._let_go()
             else:
                 self._over_cap = True
+
+    def _let_go(self) -> None:
+        """Close this idle or half-sent connection to make room (RFC 9112 §9.6).
+
+        It stops counting at once: a flood accepted in one turn of the loop makes room one victim per
+        newcomer, before any of their connection_lost calls has come.
+        """
+        self.waiting.pop(self, None)
+        self.connections.discard(self)
+        self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.waiting.pop(self, None)

@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import gc
@@ -25,6 +26,7 @@ from collections.abc import Callable
 import uvicorn
 from starlette.types import ASGIApp
 
+from worker.listener import Listener
 from worker.protocol import ConnectionLimits, bounded_protocol
 
 BACKLOG = 2048  # a burst of 64+ connections must not be refused while the loop is busy
@@ -76,7 +78,7 @@ def serve(
         lifespan="off",
         timeout_keep_alive=limits.idle_timeout,  # type: ignore[arg-type]  # a float works: it goes to call_later
     )
-    server = uvicorn.Server(config)
+    server = Server(config)
     if on_ready is not None:
         netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         on_ready(f"http://{netloc}")
@@ -88,6 +90,27 @@ def serve(
     # uvicorn re-raises Ctrl-C after its graceful shutdown: that is the normal way out.
     with contextlib.suppress(KeyboardInterrupt):
         server.run(sockets=[sock])
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, accepting through :class:`~worker.listener.Listener` (every waiting connection each turn)."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn's own startup (0.54) for bound sockets: the protocol factory it makes there, and a
+        # Listener where it would call loop.create_server.
+        if not sockets:
+            raise ValueError("serve a bound socket: worker.server.bind")
+        await self.lifespan.startup()
+        config = self.config
+
+        def create_protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+
+        loop = asyncio.get_running_loop()
+        self.servers = [Listener(loop, sock, create_protocol) for sock in sockets]  # type: ignore[misc]
+        self.started = True
 
 
 def affordable_connections(wanted: int) -> int:
