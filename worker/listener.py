@@ -39,6 +39,7 @@ class Listener:
         self._sock = sock
         self._protocol_factory = protocol_factory
         self._pause: asyncio.TimerHandle | None = None
+        self._connecting: set[asyncio.Task[None]] = set()  # the loop holds tasks weakly: these are held here
         self._closed = False
         sock.setblocking(False)
         loop.add_reader(sock.fileno(), self._accept_waiting)
@@ -57,7 +58,9 @@ class Listener:
                 self._loop.remove_reader(self._sock.fileno())
                 self._pause = self._loop.call_later(PAUSE_SECONDS, self._resume)
                 return
-            self._loop.create_task(self._connect(conn))
+            task = self._loop.create_task(self._connect(conn))
+            self._connecting.add(task)
+            task.add_done_callback(self._connecting.discard)
 
     async def _connect(self, conn: socket.socket) -> None:
         try:
