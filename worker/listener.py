@@ -17,10 +17,12 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 ACCEPT_BATCH = 2048  # connections taken per readable event: the listen backlog (worker.server.BACKLOG)
 PAUSE_SECONDS = 1.0  # out of file descriptors or memory: stop accepting this long, as asyncio does
@@ -39,7 +41,6 @@ class Listener:
         self._sock = sock
         self._protocol_factory = protocol_factory
         self._pause: asyncio.TimerHandle | None = None
-        self._connecting: set[asyncio.Task[None]] = set()  # the loop holds tasks weakly: these are held here
         self._closed = False
         sock.setblocking(False)
         loop.add_reader(sock.fileno(), self._accept_waiting)
@@ -58,15 +59,24 @@ class Listener:
                 self._loop.remove_reader(self._sock.fileno())
                 self._pause = self._loop.call_later(PAUSE_SECONDS, self._resume)
                 return
-            task = self._loop.create_task(self._connect(conn))
-            self._connecting.add(task)
-            task.add_done_callback(self._connecting.discard)
+            self._connect(conn)
 
-    async def _connect(self, conn: socket.socket) -> None:
+    def _connect(self, conn: socket.socket) -> None:
+        """``loop.connect_accepted_socket``, started now: its transport is made in this turn.
+
+        As a task it would start only in the next turn, and the connection's first read come one turn
+        later than with libuv's own accept (a probe's p50 under load 7 ms higher). The coroutine makes
+        the transport, then waits for connection_made; its end is driven from that wait's callback.
+        """
+        coroutine = self._loop.connect_accepted_socket(self._protocol_factory, conn)
         try:
-            await self._loop.connect_accepted_socket(self._protocol_factory, conn)
+            waiting = coroutine.send(None)
+        except StopIteration:
+            return
         except OSError:
             conn.close()  # reset before its transport was made: a client that left
+            return
+        waiting.add_done_callback(lambda _: _finish(coroutine))
 
     def _resume(self) -> None:
         self._pause = None
@@ -85,3 +95,8 @@ class Listener:
 
     async def wait_closed(self) -> None:
         """Nothing outlives :meth:`close`: connections are uvicorn's to wait for."""
+
+
+def _finish(coroutine: Coroutine[Any, Any, object]) -> None:
+    with contextlib.suppress(StopIteration, OSError):  # OSError: the transport closed itself already
+        coroutine.send(None)
