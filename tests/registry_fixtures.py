@@ -5,6 +5,7 @@ Every server binds 127.0.0.1 on a free port and is stopped by the test that star
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from moto.server import ThreadedMotoServer
@@ -84,6 +86,11 @@ class RunningRegistry:
 
     def logs(self) -> str:
         return self.stdout.read_text(errors="replace") + self.stderr.read_text(errors="replace")
+
+    def access_log(self) -> list[dict[str, Any]]:
+        """The access log's lines so far, parsed; a last line still being written is left for later."""
+        text = self.stdout.read_text()
+        return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
 
 
 @contextmanager

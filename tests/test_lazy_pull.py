@@ -60,7 +60,7 @@ class Served:
         """Layer bytes sent so far, by the front-end's access log."""
         time.sleep(0.5)  # the log is written in batches, every 0.2 s
         digest = self.layers[writer].digest
-        lines = map(json.loads, self.registry.stdout.read_text().splitlines())
+        lines = self.registry.access_log()
         return sum(line["bytes"] for line in lines if line["method"] == "GET" and line["path"].endswith(digest))
 
 
