@@ -1,7 +1,8 @@
 """Streaming from the Hub into a bucket vs downloading alone, side by side in one run.
 
 The fixture hub (tests/fixture_hub.py) runs in this process, throttled to 100 MB/s per connection (a
-realistic Hub connection); a moto S3 server runs in its own process; every measured command is a child
+realistic Hub connection); a moto S3 server runs in its own process, or ``--bucket`` names a bucket of
+your own (a real one shows what moto's CPU on the same cores hides); every measured command is a child
 process, so its wall time and peak RSS are its own.
 
 1. A 2 GiB model (float16 weights on disk, in ``--shards`` files, plus small files):
@@ -17,11 +18,13 @@ process, so its wall time and peak RSS are its own.
    each page random) so that their layer fits moto, which holds a completing upload in memory twice.
 
     ./dev bench stream [--size-mib 2048] [--shards 1] [--rounds 2] [--big-gib 20] [--workdir bench/out]
+    AWS_ENDPOINT_URL=https://<account>.r2.cloudflarestorage.com ./dev bench stream --bucket my-bench-bucket
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import statistics
@@ -30,7 +33,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,31 +67,33 @@ class Run:
     seconds: float
     rss_mb: float
     cpu_seconds: float  # user + system: what the machine's load does not change
-    moto_cpu_seconds: float  # what the S3 server spent meanwhile (on a real bucket: not on this machine)
+    server_cpu_seconds: float  # what the S3 server spent meanwhile (nan: not a process on this machine)
     hub_cpu_seconds: float  # what the fixture hub (this process) spent serving meanwhile
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a running process, from /proc."""
+def process_cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a running process, from /proc; nan without a process."""
+    if pid is None:
+        return math.nan
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def timed(name: str, command: list[str], env: Mapping[str, str], moto_pid: int) -> Run:
+def timed(name: str, command: list[str], env: Mapping[str, str], server_pid: int | None) -> Run:
     """Run ``command``; its wall time, peak RSS and CPU, and the CPU the servers spent meanwhile."""
-    moto_before, hub_before = process_cpu_seconds(moto_pid), sum(os.times()[:2])
+    server_before, hub_before = process_cpu_seconds(server_pid), sum(os.times()[:2])
     started = time.perf_counter()
     process = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
-    moto, hub = process_cpu_seconds(moto_pid) - moto_before, sum(os.times()[:2]) - hub_before
+    server, hub = process_cpu_seconds(server_pid) - server_before, sum(os.times()[:2]) - hub_before
     stdout, stderr = process.communicate()
     if status != 0:
         sys.exit(
             f"{name} failed after {seconds:.0f} s (peak RSS {child_peak_rss_mb(usage):.0f} MB):\n"
             f"{stdout.decode()[-3000:]}\n{stderr.decode()[-3000:]}"
         )
-    return Run(name, seconds, child_peak_rss_mb(usage), usage.ru_utime + usage.ru_stime, moto, hub)
+    return Run(name, seconds, child_peak_rss_mb(usage), usage.ru_utime + usage.ru_stime, server, hub)
 
 
 def build_command(store: str, download: str, cache: Path, models_file: Path, name: str) -> list[str]:
@@ -99,13 +104,17 @@ def build_command(store: str, download: str, cache: Path, models_file: Path, nam
 
 
 @dataclass(frozen=True)
-class Moto:
-    env: dict[str, str]  # what reaches it
-    pid: int
+class Bucket:
+    name: str
+    env: dict[str, str]  # what reaches it, beside the environment
+    server_pid: int | None  # the S3 server's process when it runs on this machine: its CPU is counted
+
+    def store(self, prefix: str) -> str:
+        return f"s3://{self.name}/{prefix}"
 
 
 @contextmanager
-def moto_server(workdir: Path) -> Iterator[Moto]:
+def moto_server(workdir: Path) -> Iterator[Bucket]:
     """A moto S3 server in its own process with a bucket "bench"."""
     port = free_port()
     log = open(workdir / "moto.log", "wb")
@@ -117,7 +126,7 @@ def moto_server(workdir: Path) -> Iterator[Moto]:
         wait_for(env["AWS_ENDPOINT_URL"])
         script = "import boto3; boto3.client('s3').create_bucket(Bucket='bench')"
         subprocess.run([sys.executable, "-c", script], env={**os.environ, **env}, check=True)
-        yield Moto(env, server.pid)
+        yield Bucket("bench", env, server.pid)
     finally:
         server.terminate()
         server.wait()
@@ -156,9 +165,9 @@ def two_gib_model(args: argparse.Namespace, workdir: Path) -> FixtureRepo:
     return FixtureRepo(MODEL_ID, MODEL_REVISION, files)
 
 
-def compare(args: argparse.Namespace, workdir: Path, hub: FixtureHub, moto: Moto, models_file: Path) -> None:
+def compare(args: argparse.Namespace, workdir: Path, hub: FixtureHub, bucket: Bucket, models_file: Path) -> None:
     size = sum(entry.size for entry in hub.repos[MODEL_ID].entries.values())
-    s3 = moto.env
+    s3 = bucket.env
     hf_env = {**s3, "HF_ENDPOINT": hub.url}
     runs: dict[str, list[Run]] = {}
     print(f"\n1. {size / 1e9:.2f} GB model ({args.shards} weight file(s)), hub at {RATE / 1e6:.0f} MB/s per connection")
@@ -171,11 +180,11 @@ def compare(args: argparse.Namespace, workdir: Path, hub: FixtureHub, moto: Moto
             ),
             (
                 "build --download stream",
-                build_command("s3://bench/stream", "stream", workdir / "unused", models_file, MODEL_ID),
+                build_command(bucket.store("stream"), "stream", workdir / "unused", models_file, MODEL_ID),
             ),
             (
                 "build --download cache",
-                build_command("s3://bench/cache", "cache", workdir / "cache", models_file, MODEL_ID),
+                build_command(bucket.store("cache"), "cache", workdir / "cache", models_file, MODEL_ID),
             ),
             (
                 "stream, local store",  # the same build without the S3 server's CPU on this machine
@@ -184,10 +193,10 @@ def compare(args: argparse.Namespace, workdir: Path, hub: FixtureHub, moto: Moto
         ):
             shutil.rmtree(workdir / "snapshot", ignore_errors=True)
             shutil.rmtree(workdir / "local-store", ignore_errors=True)
-            run = timed(name, command, hf_env, moto.pid)
+            run = timed(name, command, hf_env, bucket.server_pid)
             print(
                 f"   round {round_number + 1}: {name:<28} {run.seconds:6.1f} s  {run.rss_mb:5.0f} MB  CPU s: "
-                f"{run.cpu_seconds:.1f} own, {run.moto_cpu_seconds:.1f} moto, {run.hub_cpu_seconds:.1f} hub  "
+                f"{run.cpu_seconds:.1f} own, {run.server_cpu_seconds:.1f} S3 server, {run.hub_cpu_seconds:.1f} hub  "
                 f"(load {os.getloadavg()[0]:.1f})",
                 flush=True,
             )
@@ -206,16 +215,25 @@ def compare(args: argparse.Namespace, workdir: Path, hub: FixtureHub, moto: Moto
                 f"{size / seconds / 1e6:.0f}",
                 f"{max(r.rss_mb for r in measured):.0f}",
                 f"{statistics.median(r.cpu_seconds for r in measured):.1f}",
-                f"{statistics.median(r.moto_cpu_seconds for r in measured):.1f}",
+                f"{statistics.median(r.server_cpu_seconds for r in measured):.1f}",
                 f"{statistics.median(r.hub_cpu_seconds for r in measured):.1f}",
                 f"{seconds / anchor:.2f}x",
             ]
         )
     print()
-    header = ["median of runs", "seconds", "MB/s", "peak RSS MB", "CPU s own", "moto", "hub", "vs snapshot_download"]
+    header = [
+        "median of runs",
+        "seconds",
+        "MB/s",
+        "peak RSS MB",
+        "CPU s own",
+        "S3 server",
+        "hub",
+        "vs snapshot_download",
+    ]
     print_table(header, rows)
-    streamed = index_digest("s3://bench/stream", MODEL_ID, s3)
-    cached = index_digest("s3://bench/cache", MODEL_ID, s3)
+    streamed = index_digest(bucket.store("stream"), MODEL_ID, s3)
+    cached = index_digest(bucket.store("cache"), MODEL_ID, s3)
     print(f"\n   index digests: streamed {streamed}, cached {cached}: {'EQUAL' if streamed == cached else 'DIFFERENT'}")
     ratio = statistics.median(r.seconds for r in runs["build --download stream"]) / anchor
     print(f"   streaming build into S3: {ratio:.2f}x snapshot_download alone (target <= 1.2x)")
@@ -249,17 +267,17 @@ class PeakUse(threading.Thread):
         return max(self.peak, shutil.disk_usage(self.path).used)
 
 
-def big_model(args: argparse.Namespace, workdir: Path, hub: FixtureHub, moto: Moto, models_file: Path) -> None:
+def big_model(args: argparse.Namespace, workdir: Path, hub: FixtureHub, bucket: Bucket, models_file: Path) -> None:
     size = args.big_gib * GiB
-    s3 = moto.env
+    s3 = bucket.env
     hf_env = {**s3, "HF_ENDPOINT": hub.url}
     print(f"\n2. {size / 1e9:.1f} GB generated model, streamed into the bucket, --cache-dir on a 1 GiB tmpfs")
     print(f"   before: {uptime()}", flush=True)
     with tmpfs(workdir / "tmpfs-cache") as cache:
         monitor = PeakUse(cache)
         monitor.start()
-        command = build_command("s3://bench/big", "stream", cache, models_file, BIG_ID)
-        stream = timed("stream", command, hf_env, moto.pid)
+        command = build_command(bucket.store("big"), "stream", cache, models_file, BIG_ID)
+        stream = timed("stream", command, hf_env, bucket.server_pid)
         peak = monitor.stop()
         total = shutil.disk_usage(cache).total
     print(f"   after:  {uptime()}")
@@ -268,7 +286,7 @@ def big_model(args: argparse.Namespace, workdir: Path, hub: FixtureHub, moto: Mo
         f"peak RSS {stream.rss_mb:.0f} MB (target < 300 MB), tmpfs peak {peak / 1e6:.2f} MB of {total / 1e9:.2f} GB",
         flush=True,
     )
-    streamed = index_digest("s3://bench/big", BIG_ID, s3)
+    streamed = index_digest(bucket.store("big"), BIG_ID, s3)
     print(f"   index digest of the streamed build: {streamed}", flush=True)
     if args.no_big_cache:
         print("   no cache-path build to compare with: --no-big-cache")
@@ -283,7 +301,7 @@ def big_model(args: argparse.Namespace, workdir: Path, hub: FixtureHub, moto: Mo
         return
     shutil.rmtree(local_store, ignore_errors=True)
     shutil.rmtree(big_cache, ignore_errors=True)
-    cached = timed("cache", build_command(str(local_store), "cache", big_cache, models_file, BIG_ID), hf_env, moto.pid)
+    cached = timed("cache", build_command(str(local_store), "cache", big_cache, models_file, BIG_ID), hf_env, None)
     digest = index_digest(str(local_store), BIG_ID, {})
     shutil.rmtree(local_store, ignore_errors=True)
     shutil.rmtree(big_cache, ignore_errors=True)
@@ -304,8 +322,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--no-big-cache", action="store_true", help="skip the cache-path build of the big model")
     parser.add_argument("--skip-small", action="store_true", help="only the big model")
+    parser.add_argument(
+        "--bucket",
+        help="build into this existing bucket instead of a moto server's (credentials, region and "
+        "AWS_ENDPOINT_URL from the environment, as for modelyard build); it keeps what the runs write",
+    )
+    parser.add_argument(
+        "--server-pid", type=int, help="with --bucket: the S3 server's process, if it runs here, to count its CPU"
+    )
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "out", help="default: bench/out")
     args = parser.parse_args(argv)
+    if args.server_pid is not None and not args.bucket:
+        parser.error("--server-pid goes with --bucket (moto's process is counted by itself)")
     workdir: Path = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     models_file = workdir / "stream-models.yaml"
@@ -318,7 +346,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"hashing the generated {args.big_gib} GiB weights once (cached in {workdir}) ...", flush=True)
         big = {"config.json": SMALL_FILES["config.json"], "model.safetensors": weights}
         repos.append(FixtureRepo(BIG_ID, BIG_REVISION, big, digest_cache=workdir))
-    with FixtureHub(repos, rate=RATE) as hub, moto_server(workdir) as s3:
+    bucket = nullcontext(Bucket(args.bucket, {}, args.server_pid)) if args.bucket else moto_server(workdir)
+    with FixtureHub(repos, rate=RATE) as hub, bucket as s3:
         if not args.skip_small:
             compare(args, workdir, hub, s3, models_file)
         if args.big_gib:
