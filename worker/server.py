@@ -4,7 +4,8 @@ The socket is bound before the server starts, so ``port=0`` picks a free port an
 gets the real one (tests and scripts read it from the line the CLI prints). Messages go
 to stderr; the access log is the app's (worker.accesslog), on stdout. Connections are held to
 :class:`~worker.protocol.ConnectionLimits`; the cap is lowered to what the process's file
-descriptors allow (raised to their hard limit first), so it, not EMFILE, is what refuses.
+descriptors allow (raised to their hard limit first), so it, not EMFILE, is what refuses. New
+connections come through :class:`~worker.listener.Listener`, which takes every waiting one each turn.
 
 Example::
 
