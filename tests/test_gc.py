@@ -16,6 +16,7 @@ from pipeline.errors import StoreError
 from pipeline.oci.image import MEDIA_TYPE_INDEX, Descriptor, ImageMetadata
 from pipeline.store import Store, blob_key
 from pipeline.store.gc import collect_garbage
+from pipeline.store.local import UPLOAD_BUFFER
 
 MakeTree = Callable[[Mapping[str, bytes]], Path]
 HOUR = 3600.0
@@ -85,9 +86,9 @@ def test_the_grace_period_keeps_young_blobs(store: Store, tree: MakeTree) -> Non
 
 def test_stale_uploads_are_swept(store: Store) -> None:
     killed, live = store.backend.upload(), store.backend.upload()
-    killed.write(b"partial")
+    killed.write(bytes(UPLOAD_BUFFER) + b"partial")  # more than the writer holds: bytes reach the file
     live.write(b"partial")
-    killed._file.close()  # type: ignore[attr-defined]  # as a SIGKILL leaves it: no writer, the file stays
+    killed._close()  # type: ignore[attr-defined]  # as a SIGKILL leaves it: no writer, the file stays
     keys = [f"uploads/{upload.path.name}" for upload in (killed, live)]  # type: ignore[attr-defined]
     for key in keys:
         age(store, key, 2 * HOUR)

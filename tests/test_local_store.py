@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 from pipeline.errors import NotFoundError
-from pipeline.store import LocalBackend, Store
+from pipeline.store import LocalBackend, Store, local
 from pipeline.store.gc import sweep_uploads
+from pipeline.store.local import UPLOAD_BUFFER
 from tests.conftest import write_tree
 from tests.registry_fixtures import running_registry
 
@@ -69,8 +70,8 @@ def test_a_killed_writers_temporary_is_told_from_a_live_one(store: Store) -> Non
     live = backend.upload()
     live.write(b"being written")
     killed = backend.upload()
-    killed.write(b"left behind")
-    killed._file.close()  # type: ignore[attr-defined]  # what a SIGKILL does: the lock goes, the file stays
+    killed.write(bytes(UPLOAD_BUFFER) + b"left behind")  # more than the writer holds: bytes reach the file
+    killed._close()  # type: ignore[attr-defined]  # what a SIGKILL does: the lock goes, the file stays
     starting = Path(backend.url()) / "uploads" / "starting.part"
     starting.touch()  # empty and unlocked: maybe a writer about to lock it
     keys = {"live": f"uploads/{live.path.name}", "killed": f"uploads/{killed.path.name}"}  # type: ignore[attr-defined]
@@ -127,3 +128,38 @@ def test_each_write_is_durable_before_the_next(tmp_path: Path, monkeypatch: pyte
         else:
             undurable.add(path)
     assert undurable == set()
+
+
+# Writes bypass the page cache where the filesystem takes O_DIRECT, in whole blocks; elsewhere they are buffered.
+
+SIZES = [0, 1, 4095, 4096, 4097, UPLOAD_BUFFER - 1, UPLOAD_BUFFER, UPLOAD_BUFFER + 1, 3 * UPLOAD_BUFFER + 12_345]
+
+
+def takes_direct_io(directory: Path) -> bool:
+    probe = directory / "direct-probe"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o644))
+    except OSError:
+        return False
+    finally:
+        probe.unlink(missing_ok=True)
+    return True
+
+
+@pytest.mark.parametrize("io", ["direct", "buffered"])
+def test_an_upload_writes_every_byte_whatever_its_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, io: str
+) -> None:
+    if io == "buffered":
+        monkeypatch.setattr(local, "O_DIRECT", 0)  # as on a platform without it: through the page cache
+    backend = LocalBackend(tmp_path / "store")
+    for size in SIZES:
+        data = os.urandom(size)
+        upload = backend.upload()
+        direct = upload._direct  # type: ignore[attr-defined]
+        for start in range(0, size, 1_000_003):  # pieces that straddle the buffer's and the blocks' edges
+            upload.write(data[start : start + 1_000_003])
+        upload.commit(f"blobs/{size}")
+        assert backend.read(f"blobs/{size}") == data, f"{size} bytes, direct={direct}"
+    assert direct == (io == "direct" and takes_direct_io(tmp_path))
+    assert list((tmp_path / "store" / "uploads").iterdir()) == []

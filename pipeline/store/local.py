@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import mmap
 import os
 import stat
 import uuid
@@ -36,11 +37,25 @@ from pipeline.store.backend import UPLOADS_PREFIX, IncompleteUpload, ObjectInfo,
 READ_PIECE = 1024 * 1024
 FILE_MODE = 0o644
 DIRECTORY_MODE = 0o755
-# Start writing back every this many bytes of an upload, so the fsync at commit has little left to do.
+# Start writing back every this many bytes of a buffered upload, so the fsync at commit has little left to do.
 WRITEBACK_STEP = 32 * 1024 * 1024
+UPLOAD_BUFFER = 8 * 1024 * 1024  # bytes gathered before one write to the temporary file
+# O_DIRECT needs a write's memory, file offset and length aligned to the disk's logical block: 4 KiB
+# covers the disks in use (512 B or 4 KiB), and the page-aligned buffer below meets it.
+DIRECT_ALIGN = 4096
+O_DIRECT: int = getattr(os, "O_DIRECT", 0)  # 0 where the platform has none: buffered writes
 
 
 class LocalUpload:
+    """A temporary file under ``uploads/``, renamed to its key by :meth:`commit` once fsynced.
+
+    Where the filesystem allows it, the bytes bypass the page cache (``O_DIRECT``, in whole blocks from
+    a page-aligned buffer; the last partial block buffered): a layer is written once and not read back
+    by its writer, and on a VM copying it through the page cache cost 2.2-2.9 s of system time per GiB
+    against 0.3 s direct. Elsewhere (tmpfs, for one) writes go through the page cache, with writeback
+    started as they go.
+    """
+
     def __init__(self, backend: LocalBackend) -> None:
         self._backend = backend
         self.path = backend.temp_path()
@@ -48,22 +63,50 @@ class LocalUpload:
         try:
             os.fchmod(descriptor, FILE_MODE)  # the umask narrowed (or widened) the mode open gave
             fcntl.flock(descriptor, fcntl.LOCK_EX)  # blocking: a sweeper may hold it for an instant
+            self._direct = _set_direct(descriptor, True)
         except OSError:
             os.close(descriptor)
             raise
-        self._file = os.fdopen(descriptor, "wb")
-        self._written = 0
+        self._descriptor = descriptor
+        self._buffer = mmap.mmap(-1, UPLOAD_BUFFER)  # anonymous, so page-aligned; its pages come as used
+        self._filled = 0
+        self._written = 0  # bytes in the file
         self._written_back = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        size = view.nbytes
         try:
-            count = self._file.write(data)
-            self._written += count
-            if self._written - self._written_back >= WRITEBACK_STEP:
-                self._start_writeback()
-            return count
+            while view:
+                piece = view[: UPLOAD_BUFFER - self._filled]
+                self._buffer[self._filled : self._filled + piece.nbytes] = piece
+                self._filled += piece.nbytes
+                view = view[piece.nbytes :]
+                if self._filled == UPLOAD_BUFFER:
+                    self._write_buffer(UPLOAD_BUFFER)
         except OSError as err:
             raise _store_error(err, self.path) from err
+        return size
+
+    def _write_buffer(self, end: int) -> None:
+        """Write the buffer's bytes up to ``end`` to the file; what follows ``end`` moves to the front."""
+        with memoryview(self._buffer) as buffer:
+            start = 0
+            while start < end:
+                try:
+                    start += os.write(self._descriptor, buffer[start:end])
+                except OSError as err:
+                    if not (self._direct and err.errno == errno.EINVAL):
+                        raise
+                    # A filesystem that took O_DIRECT but not these writes: the page cache, then.
+                    self._direct = _set_direct(self._descriptor, False)
+            self._written += end
+            rest = self._filled - end
+            if end and rest:
+                buffer[:rest] = buffer[end : self._filled]  # rest < end: the two do not overlap
+            self._filled = rest
+        if not self._direct and self._written - self._written_back >= WRITEBACK_STEP:
+            self._start_writeback()
 
     def _start_writeback(self) -> None:
         """Start (without waiting) writing back what was written: the disk works while we compress.
@@ -72,24 +115,50 @@ class LocalUpload:
         write the whole blob while nothing else runs. DONTNEED also keeps a blob we will not read
         again from crowding the page cache.
         """
-        self._file.flush()
-        os.posix_fadvise(self._file.fileno(), self._written_back, 0, os.POSIX_FADV_DONTNEED)
+        os.posix_fadvise(self._descriptor, self._written_back, 0, os.POSIX_FADV_DONTNEED)
         self._written_back = self._written
+
+    def _write_rest(self) -> None:
+        whole_blocks = self._filled - self._filled % DIRECT_ALIGN if self._direct else self._filled
+        self._write_buffer(whole_blocks)
+        if self._filled:  # the last, partial block, which O_DIRECT cannot write
+            self._direct = _set_direct(self._descriptor, False)
+            self._write_buffer(self._filled)
 
     def commit(self, key: str) -> None:
         try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            self._write_rest()
+            os.fsync(self._descriptor)
             self._backend.install(self.path, key)  # still locked: no sweeper takes it for abandoned
-            self._file.close()
         except OSError as err:
             self.abort()
             raise _store_error(err, self.path) from err
+        self._close()
 
     def abort(self) -> None:
-        self._file.close()
+        self._close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+
+    def _close(self) -> None:
+        if self._descriptor >= 0:
+            os.close(self._descriptor)
+            self._descriptor = -1
+            self._buffer.close()
+
+
+def _set_direct(descriptor: int, direct: bool) -> bool:
+    """Turn O_DIRECT on or off for ``descriptor``; whether it is on after (the filesystem may refuse it)."""
+    if not O_DIRECT:
+        return False
+    flags = fcntl.fcntl(descriptor, fcntl.F_GETFL)
+    try:
+        fcntl.fcntl(descriptor, fcntl.F_SETFL, flags | O_DIRECT if direct else flags & ~O_DIRECT)
+    except OSError as err:
+        if err.errno != errno.EINVAL:
+            raise
+        return False
+    return direct
 
 
 def _fsync_directory(path: Path) -> None:
