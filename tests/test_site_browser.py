@@ -347,6 +347,7 @@ def test_everything_is_there_with_javascript_off(catalog: Catalog, browser: Any,
     assert len(visible_names(page)) == 5  # no script, no filtering: the whole list
     assert page.locator("#filters").is_hidden()
     page.click(f'a[href="{TINY}/"]')
+    page.wait_for_load_state("load")  # a click waits for the page to start loading, not for its stylesheets
     assert page.url.endswith(f"/{TINY}/")
     text = page.inner_text("main")
     assert f"COPY --from=127.0.0.1:5000/{TINY} / /models/tiny-gen/" in text  # the documented fallback host
