@@ -52,8 +52,8 @@ class LocalUpload:
     Where the filesystem allows it, the bytes bypass the page cache (``O_DIRECT``, in whole blocks from
     a page-aligned buffer; the last partial block buffered): a layer is written once and not read back
     by its writer, and on a VM copying it through the page cache cost 2.2-2.9 s of system time per GiB
-    against 0.3 s direct. Elsewhere (tmpfs, for one) writes go through the page cache, with writeback
-    started as they go.
+    against 0.3 s direct. Elsewhere (no direct I/O: tmpfs before Linux 6.6, some network filesystems)
+    writes go through the page cache, with writeback started as they go.
     """
 
     def __init__(self, backend: LocalBackend) -> None:
