@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import resource
 import shutil
 import subprocess
@@ -13,6 +15,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_TOOL = ROOT / ".tools" / "bin" / "estargz-ref"
 MiB = 1024 * 1024
+
+
+def process_cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a running process, all its threads (``/proc/<pid>/stat``); nan without one."""
+    if pid is None:
+        return math.nan
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def child_peak_rss_mb(usage: resource.struct_rusage) -> float:

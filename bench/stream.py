@@ -24,7 +24,6 @@ process, so its wall time and peak RSS are its own.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shutil
 import statistics
@@ -37,7 +36,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import ROOT, MiB, child_peak_rss_mb, ensure_weights, print_table
+from bench.common import ROOT, MiB, child_peak_rss_mb, ensure_weights, print_table, process_cpu_seconds
 from bench.s3 import CREDENTIALS, wait_for
 from pipeline.store import open_store
 from tests.cncf_registry import free_port
@@ -69,14 +68,6 @@ class Run:
     cpu_seconds: float  # user + system: what the machine's load does not change
     server_cpu_seconds: float  # what the S3 server spent meanwhile (nan: not a process on this machine)
     hub_cpu_seconds: float  # what the fixture hub (this process) spent serving meanwhile
-
-
-def process_cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time of a running process, from /proc; nan without a process."""
-    if pid is None:
-        return math.nan
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def timed(name: str, command: list[str], env: Mapping[str, str], server_pid: int | None) -> Run:

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from statistics import median
 
-from bench.common import ROOT, MiB, Weights, ensure_weights, print_table, require
+from bench.common import ROOT, MiB, Weights, ensure_weights, print_table, process_cpu_seconds, require
 from bench.registry import _stop, _wait_until_serving, parse_wrk
 from pipeline.build.publish import BuiltImage, build_and_publish
 from pipeline.build.source import files_from_dir
@@ -94,9 +94,9 @@ def main(argv: Sequence[str]) -> None:
             for _ in range(args.rounds):
                 for what, server in runs:
                     url, pid = servers[server]
-                    before = cpu_seconds(pid)
+                    before = process_cpu_seconds(pid)
                     mb_per_second = measure(wrk, url + paths[what], connections, args.duration, weights.size)
-                    spent = cpu_seconds(pid) - before
+                    spent = process_cpu_seconds(pid) - before
                     key = (what, server, connections)
                     best[key] = max(best.get(key, 0.0), mb_per_second)
                     sent_mb = mb_per_second * args.duration
@@ -161,12 +161,6 @@ def measure(wrk: str, url: str, connections: int, duration: int, size: int) -> f
     if result.errors:
         raise SystemExit(f"{url}: {result.errors} errors under load")
     return result.mb_per_second
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process, all its threads (``/proc/<pid>/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def chunk_costs(store: Store, built: BuiltImage, rounds: int = 3) -> list[list[str]]:
