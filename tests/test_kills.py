@@ -95,6 +95,15 @@ def assert_nothing_half_published(store: Store, moment: str = "") -> None:
 TWO_PARTS_FILES = {**TINY_FILES, "model.safetensors": pseudo_random(9 * MiB, b"two parts")}
 
 
+def kill_before(forker: Forker, store: Store, marker: str, args: list[str], nth: int, moment: str) -> None:
+    """SIGKILL a fresh run of ``args`` just before its ``nth`` store write (under ``marker``), then check
+    that ``store`` holds nothing half published."""
+    paused = forker.start_paused(marker, args, nth, writes=True)
+    assert paused.wait_until_paused(), paused.output()
+    paused.kill()
+    assert_nothing_half_published(store, moment)
+
+
 def published(store: Store) -> dict[str, bytes]:
     """What a build publishes (blobs, tags, catalog records), by key: all that must converge byte for byte."""
     return {
@@ -166,11 +175,8 @@ def test_killed_before_each_write_then_run_again(tmp_path: Path, kind: str) -> N
             if kind == "s3" and nth in site_writes[1:-1]:
                 continue
             store, marker, args = store_of(nth)
-            paused = forker.start_paused(marker, args, nth, writes=True)
-            assert paused.wait_until_paused(), paused.output()
-            paused.kill()
             moment = f"killed before write {nth} of {len(writes)} (in the run never killed: {writes[nth - 1]})"
-            assert_nothing_half_published(store, moment)
+            kill_before(forker, store, marker, args, nth, moment)
             code, output = forker.run(args)
             assert code == 0, f"{moment}, the build run again failed:\n{output}"
             # Converged: what a run never killed leaves, byte for byte, the catalog record included.
@@ -244,11 +250,8 @@ def test_gc_killed_before_each_removal_then_run_again(tmp_path: Path) -> None:
         assert list(uncut.backend.list("uploads/")) == []
         for nth in range(1, len(removals) + 1):
             store, marker, args = gc(nth)
-            paused = forker.start_paused(marker, args, nth, writes=True)
-            assert paused.wait_until_paused(), paused.output()
-            paused.kill()
             moment = f"gc killed before removal {nth} of {len(removals)} ({removals[nth - 1]})"
-            assert_nothing_half_published(store, moment)
+            kill_before(forker, store, marker, args, nth, moment)
             assert store.get_catalog("org/model") is not None, moment
             code, output = forker.run(args)
             assert code == 0, f"{moment}, gc run again failed:\n{output}"
